@@ -1,0 +1,87 @@
+"""The command line: click options -> Config -> server. Every option is also TETHER_<OPTION>."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import LIFESPAN_CHOICES, LOG_LEVELS, LOOP_CHOICES, ON_DISCONNECT_CHOICES, SSL_CERT_REQS, Config
+from .errors import ConfigError
+
+D = Config.__dataclass_fields__  # defaults, so that CLI and API cannot drift apart
+
+
+def default(name: str) -> Any:
+    f = D[name]
+    return f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("app", required=False)
+@click.option("--factory", is_flag=True, default=False, help="APP is a factory: call it to get the ASGI app.")
+@click.option("--app-dir", default=".", show_default=True, help="Directory added to sys.path before importing APP.")
+@click.option("--host", default=default("host"), show_default=True, help="Address to bind.")
+@click.option("--port", type=int, default=default("port"), show_default=True, help="Port to bind (0: any free port).")
+@click.option("--uds", default=None, help="Bind a UNIX domain socket at this path instead.")
+@click.option("--fd", type=int, default=None, help="Serve on an already bound socket with this file descriptor.")
+@click.option("--backlog", type=int, default=default("backlog"), show_default=True, help="Listen backlog.")
+@click.option("--workers", type=int, default=default("workers"), show_default=True, help="Worker processes.")
+@click.option("--reload", is_flag=True, default=False, help="Restart the worker(s) when source files change.")
+@click.option("--reload-dir", "reload_dirs", multiple=True, help="Directory to watch (repeatable; default: --app-dir).")
+@click.option("--reload-include", "reload_includes", multiple=True, help="Glob of files to watch (default: *.py).")
+@click.option("--reload-exclude", "reload_excludes", multiple=True, help="Glob of files to ignore.")
+@click.option("--loop", type=click.Choice(LOOP_CHOICES), default="auto", show_default=True, help="Event loop.")
+@click.option("--lifespan", type=click.Choice(LIFESPAN_CHOICES), default="auto", show_default=True, help="ASGI lifespan events.")
+@click.option("--root-path", default="", help="ASGI root_path, for an app mounted below a path by a proxy.")
+@click.option("--proxy-headers/--no-proxy-headers", default=True, show_default=True, help="Trust X-Forwarded-For/-Proto from --forwarded-allow-ips.")
+@click.option("--forwarded-allow-ips", default=default("forwarded_allow_ips"), show_default=True, help="Comma-separated proxy addresses/networks to trust, or '*'.")
+@click.option("--timeout-keep-alive", type=float, default=default("timeout_keep_alive"), show_default=True, help="Seconds an idle keep-alive connection stays open.")
+@click.option("--timeout-graceful-shutdown", type=float, default=default("timeout_graceful_shutdown"), show_default=True, help="Seconds in-flight requests get to finish on shutdown.")
+@click.option("--limit-concurrency", type=int, default=None, help="Requests in flight per worker before answering 503 (default: no limit).")
+@click.option("--limit-max-requests", type=int, default=None, help="Recycle a worker after this many requests.")
+@click.option("--limit-max-requests-jitter", type=int, default=0, show_default=True, help="Add up to this many requests at random to --limit-max-requests.")
+@click.option("--ssl-certfile", default=None, help="TLS certificate (PEM).")
+@click.option("--ssl-keyfile", default=None, help="TLS private key (PEM).")
+@click.option("--ssl-keyfile-password", default=None, help="Password of the TLS private key.")
+@click.option("--ssl-ca-certs", default=None, help="CA certificates for verifying client certificates.")
+@click.option("--ssl-cert-reqs", type=click.Choice(tuple(SSL_CERT_REQS)), default="none", show_default=True, help="Client certificate requirement.")
+@click.option("--ssl-ciphers", default=default("ssl_ciphers"), show_default=True, help="OpenSSL cipher list.")
+@click.option("--header", "headers", multiple=True, help="Extra response header NAME:VALUE (repeatable).")
+@click.option("--server-header/--no-server-header", default=True, show_default=True, help="Send 'server: tether'.")
+@click.option("--date-header/--no-date-header", default=True, show_default=True, help="Send a Date header.")
+@click.option("--log-level", type=click.Choice(tuple(LOG_LEVELS)), default="info", show_default=True, help="Log level.")
+@click.option("--log-config", default=None, help="Logging configuration file (.json, .yaml or .ini).")
+@click.option("--access-log/--no-access-log", default=True, show_default=True, help="One log line per request.")
+@click.option("--access-log-format", default=default("access_log_format"), show_default=True, help="str.format template; fields: client request_line method path query_string http_version status bytes duration_ms note.")
+@click.option("--on-disconnect", type=click.Choice(ON_DISCONNECT_CHOICES), default="notify", show_default=True, help="When the client leaves mid-request: notify the app (http.disconnect), or also cancel its task.")
+@click.option("--disconnect-grace", type=float, default=0.0, show_default=True, help="Seconds between the client leaving and the cancel (with --on-disconnect cancel).")
+@click.option("--tcp-keepalive/--no-tcp-keepalive", default=True, show_default=True, help="TCP keep-alive probes, to notice peers that vanished without FIN/RST.")
+@click.option("--tcp-keepalive-idle", type=int, default=default("tcp_keepalive_idle"), show_default=True, help="Idle seconds before the first keep-alive probe.")
+@click.option("--tcp-keepalive-interval", type=int, default=default("tcp_keepalive_interval"), show_default=True, help="Seconds between keep-alive probes.")
+@click.option("--tcp-keepalive-count", type=int, default=default("tcp_keepalive_count"), show_default=True, help="Unanswered probes before the peer is declared gone.")
+@click.version_option(__version__, "--version", prog_name="tether", message="%(prog)s %(version)s")
+def cli(**options: Any) -> int:
+    """Serve the ASGI application APP ("module:attribute"), or a demo app if APP is omitted."""
+    from .server import run_config
+
+    for name in ("reload_dirs", "reload_includes", "reload_excludes", "headers"):
+        options[name] = list(options[name])
+    config = Config.from_options(**options)
+    return run_config(config)
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        code = cli.main(args=args, prog_name="tether", auto_envvar_prefix="TETHER", standalone_mode=False)
+    except click.exceptions.Abort:
+        code = 1
+    except click.ClickException as exc:
+        click.echo(f"tether: error: {exc.format_message()}", err=True)
+        code = exc.exit_code or 2
+    except ConfigError as exc:
+        click.echo(f"tether: error: {exc}", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

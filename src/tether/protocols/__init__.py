@@ -1,0 +1,1 @@
+"""Wire protocols: each translates bytes to calls on the shared request cycle (cycle.py)."""

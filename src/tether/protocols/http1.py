@@ -1,0 +1,617 @@
+"""HTTP/1.1 over an asyncio transport: bytes <-> the request cycle.
+
+Parsing is httptools (llhttp); the response framing below is plain functions over bytes
+(``build_head``, ``chunk``), testable without an event loop. The protocol class is glue: it
+feeds the parser, builds the scope, and tells the cycle when the body arrives and when the
+client leaves. The disconnect rules it applies (docs/design.md has the why):
+
+* FIN on an idle keep-alive connection: close it.
+* FIN while a request body is incomplete, or while a response is being streamed: the client
+  left (``client_gone``).
+* FIN after a complete HTTP/1.1 request whose response has not started (plain TCP): this may be
+  a half-close (``shutdown(SHUT_WR)``) by a client that still wants its answer, so it is not a
+  disconnect by itself. Tether writes an interim ``100 Continue`` as a probe: a client that
+  half-closed ignores it (RFC 9110 §15.2), a client that closed answers with RST, which the
+  hangup watcher reports within one round trip, and that is the disconnect.
+* RST: the client left.
+* While reading is paused (backpressure, pipelining), the hangup watcher reports FIN/RST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import socket
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import httptools
+
+from ..cycle import DONE, STREAMING, RequestCycle
+from ..errors import ClientDisconnected
+from ..hangup import ERR, FIN, HUP
+from ..logs import STATS, error_logger
+from ..proxy import apply_proxy_headers
+
+HIGH_WATER = 65536  # request body bytes buffered before reading pauses
+PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+# ---------------------------------------------------------------------- wire format (sans-I/O)
+def _status_line(code: int) -> bytes:
+    try:
+        phrase = HTTPStatus(code).phrase
+    except ValueError:
+        phrase = ""
+    return b"HTTP/1.1 %d %s\r\n" % (code, phrase.encode("ascii"))
+
+
+STATUS_LINES = {code: _status_line(code) for code in range(100, 600)}
+NO_BODY_STATUSES = frozenset({204, 304} | set(range(100, 200)))
+
+
+class HeadInfo:
+    """What ``build_head`` learned from the app's headers."""
+
+    __slots__ = ("head", "content_length", "chunked", "keep_alive")
+
+    def __init__(self, head: bytes, content_length: int | None, chunked: bool, keep_alive: bool) -> None:
+        self.head = head
+        self.content_length = content_length
+        self.chunked = chunked
+        self.keep_alive = keep_alive
+
+
+def build_head(
+    status: int,
+    headers: Any,
+    body_len: int,
+    more: bool,
+    keep_alive: bool,
+    http11: bool,
+    head_request: bool,
+    extra: bytes,
+) -> HeadInfo:
+    """Serialise a response head. ``extra`` is the pre-formatted server/date/default lines.
+
+    Raises RuntimeError for headers that are not bytes or that would inject a line.
+    """
+    parts = [STATUS_LINES[status] if http11 else STATUS_LINES[status].replace(b"HTTP/1.1", b"HTTP/1.0", 1)]
+    content_length = None
+    chunked = False
+    lines = 1
+    for item in headers:
+        name, value = item
+        if type(name) is not bytes or type(value) is not bytes:
+            raise RuntimeError(f"response header names and values must be bytes, got {item!r}")
+        lname = name.lower()
+        if lname == b"content-length":
+            try:
+                content_length = int(value)
+            except ValueError:
+                raise RuntimeError(f"invalid content-length header {value!r}") from None
+        elif lname == b"transfer-encoding":
+            if value.lower() == b"chunked" and http11:
+                chunked = True
+            continue  # framing is ours to do
+        elif lname == b"connection":
+            if value.lower() == b"close":
+                keep_alive = False
+            continue
+        parts.append(name + b": " + value + b"\r\n")
+        lines += 1
+    if extra:
+        parts.append(extra)
+        lines += extra.count(b"\n")
+    if status in NO_BODY_STATUSES:
+        chunked = False
+    elif content_length is None and not chunked:
+        if not more:
+            if not (head_request and body_len == 0):
+                parts.append(b"content-length: %d\r\n" % body_len)
+                lines += 1
+        elif http11:
+            chunked = True
+        else:
+            keep_alive = False  # HTTP/1.0 without a length: the close ends the body
+    if content_length is not None:
+        parts.append(b"content-length: %d\r\n" % content_length)
+        lines += 1
+        chunked = False
+    if chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+        lines += 1
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+        lines += 1
+    elif not http11:
+        parts.append(b"connection: keep-alive\r\n")
+        lines += 1
+    parts.append(b"\r\n")
+    head = b"".join(parts)
+    if head.count(b"\n") != lines + 1 or head.count(b"\r") != lines + 1:
+        raise RuntimeError("response headers must not contain CR or LF characters")
+    return HeadInfo(head, content_length, chunked, keep_alive)
+
+
+def chunk(body: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+
+
+def trailer_block(headers: Any) -> bytes:
+    parts = [b"0\r\n"]
+    for name, value in headers:
+        if type(name) is not bytes or type(value) is not bytes or b"\n" in name + value or b"\r" in name + value:
+            raise RuntimeError(f"invalid trailer {(name, value)!r}")
+        parts.append(name + b": " + value + b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def simple_response(status: int, body: bytes, extra: bytes, keep_alive: bool) -> bytes:
+    return (
+        STATUS_LINES[status]
+        + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)
+        + extra
+        + (b"" if keep_alive else b"connection: close\r\n")
+        + b"\r\n"
+        + body
+    )
+
+
+def decode_path(raw_path: bytes) -> str:
+    if b"%" in raw_path:
+        raw_path = unquote_to_bytes(raw_path)
+    try:
+        return raw_path.decode("ascii")
+    except UnicodeDecodeError:
+        return raw_path.decode("utf-8", "surrogateescape")
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------- the protocol
+class HTTP1Protocol(asyncio.Protocol):
+    __slots__ = (
+        "settings", "loop", "transport", "parser", "fd", "server", "client", "scheme",
+        "url", "headers", "head_size", "expect_100", "parsing", "cycle", "pipeline",
+        "keep_alive", "read_paused", "write_paused", "drain_waiters", "closed", "closing",
+        "peer_fin", "probing", "idle_since", "head_info", "remaining", "head_request",
+        "http11", "upgrade", "in_head", "head_raw", "trailer_headers",
+    )
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.loop = settings.loop
+        self.transport: Any = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.fd = -1
+        self.url = b""
+        self.headers: list = []
+        self.head_size = 0
+        self.expect_100 = False
+        self.parsing: RequestCycle | None = None  # receiving parser callbacks
+        self.cycle: RequestCycle | None = None  # producing the current response
+        self.pipeline: collections.deque = collections.deque()
+        self.keep_alive = True
+        self.read_paused = False
+        self.write_paused = False
+        self.drain_waiters: list = []
+        self.closed = False
+        self.closing = False
+        self.peer_fin = False
+        self.probing = False
+        self.idle_since = 0.0
+        self.head_info: HeadInfo | None = None
+        self.remaining: int | None = None
+        self.head_request = False
+        self.http11 = True
+        self.upgrade = b""
+        self.in_head = False
+        self.head_raw = 0
+        self.trailer_headers: list = []
+
+    # ------------------------------------------------------------------ transport events
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(0)  # send() returns only once the kernel has the bytes
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
+        server = transport.get_extra_info("sockname")
+        peer = transport.get_extra_info("peername")
+        self.server = tuple(server[:2]) if isinstance(server, tuple) else None
+        self.client = tuple(peer[:2]) if isinstance(peer, tuple) else None
+        self.scheme = "https" if self.settings.is_ssl else "http"
+        self.idle_since = self.loop.time()
+        self.settings.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        peer_gone = exc is not None or not self.closing
+        self.settings.connections.discard(self)
+        if self.fd >= 0:
+            self.settings.hangups.unwatch(self.fd, self)
+        for cycle in (self.cycle, self.parsing, *(queued for queued, _ in self.pipeline)):
+            if cycle is not None and (peer_gone or cycle.state != DONE):
+                cycle.client_gone()
+        self.pipeline.clear()
+        self.parsing = None
+        waiters, self.drain_waiters = self.drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                if peer_gone:
+                    waiter.set_exception(ClientDisconnected("the client has disconnected"))
+                else:
+                    waiter.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        self.peer_fin = True
+        cycle = self.cycle
+        if cycle is None or cycle.state == DONE or self.parsing is not None:
+            return None  # idle, or a request (this one or a pipelined one) cut short
+        if cycle.state < STREAMING and self.http11 and not self.settings.is_ssl:
+            # Possibly a half-close: keep our side open and probe (see the module docstring).
+            self.probing = True
+            self.transport.write(PROBE)
+            self.settings.hangups.watch(self.fd, self, fin=False)
+            return True
+        return None
+
+    def hangup(self, events: int) -> None:
+        """The hangup watcher saw FIN/HUP/ERR on our socket while the loop was not reading."""
+        if events & (HUP | ERR):
+            self.transport.abort()
+            self.connection_lost(ConnectionResetError("connection reset by peer"))
+        elif events & FIN:
+            # The client can send no more, so what is left in the kernel buffer is bounded:
+            # read it, and let eof_received decide, exactly as for an unpaused connection.
+            self.peer_fin = True
+            self._resume_reading()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiters, self.drain_waiters = self.drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ClientDisconnected("the client has disconnected")
+        waiter = self.loop.create_future()
+        self.drain_waiters.append(waiter)
+        await waiter
+
+    def data_received(self, data: bytes) -> None:
+        self.idle_since = 0.0
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._handle_upgrade()
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _HeadTooLarge):
+                self._reject(431, b"Request header fields too large")
+            else:
+                error_logger.exception("internal error while parsing a request")
+                self._reject(500, b"Internal Server Error")
+        except httptools.HttpParserError as exc:
+            if error_logger.isEnabledFor(logging.DEBUG):
+                error_logger.debug("invalid HTTP request from %s: %s", self.client, exc)
+            self._reject(400, b"Invalid HTTP request")
+        else:
+            if self.in_head:  # a head still incomplete: bound what llhttp may be holding
+                self.head_raw += len(data)
+                if self.head_raw > self.settings.max_head_size:
+                    self._reject(431, b"Request header fields too large")
+
+    # ------------------------------------------------------------------ parser callbacks
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.head_size = 0
+        self.head_raw = 0
+        self.in_head = True
+        self.expect_100 = False
+        self.idle_since = 0.0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_size += len(url)
+        if self.head_size > self.settings.max_head_size:
+            raise _HeadTooLarge()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > self.settings.max_head_size:
+            raise _HeadTooLarge()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100 = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        settings = self.settings
+        http_version = parser.get_http_version()
+        method = parser.get_method().decode("ascii")
+        self.http11 = http_version == "1.1"
+        self.in_head = False
+        url = self.url
+        if url[:1] == b"/":
+            raw_path, _, query = url.partition(b"?")
+            raw_path, _, _ = raw_path.partition(b"#")
+        elif method == "OPTIONS" and url == b"*":
+            raw_path, query = b"*", b""
+        else:
+            parsed = httptools.parse_url(url)
+            raw_path, query = parsed.path or b"/", parsed.query or b""
+        path = decode_path(raw_path)
+        root_path = settings.root_path
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": http_version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": method,
+            "root_path": root_path,
+            "path": root_path + path if root_path else path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": self.headers,
+            "state": settings.lifespan_state.copy(),
+            "extensions": {"http.response.trailers": {}, "http.response.pathsend": {}},
+        }
+        if settings.proxy_headers:
+            apply_proxy_headers(scope, settings)
+        keep_alive = parser.should_keep_alive() and not settings.shutting_down
+        if parser.should_upgrade():
+            self.upgrade = next((v.lower() for n, v in self.headers if n == b"upgrade"), b"?")
+            keep_alive = False
+            if b"websocket" in self.upgrade:
+                return  # answered when the parser reports the upgrade (_handle_upgrade)
+        cycle = RequestCycle(scope, self, self.expect_100 and self.http11)
+        self.parsing = cycle
+        if self.cycle is None:
+            self._start(cycle, keep_alive)
+        else:
+            self.pipeline.append((cycle, keep_alive))
+            self._pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.parsing
+        if cycle is None or cycle.client_left:
+            return
+        cycle.feed_body(body)
+        if len(cycle.body) > HIGH_WATER and not self.read_paused and not self.peer_fin:
+            self._pause_reading()
+
+    def on_message_complete(self) -> None:
+        cycle = self.parsing
+        if cycle is not None:
+            cycle.end_body()
+        self.parsing = None
+
+    # ------------------------------------------------------------------ running requests
+    def _start(self, cycle: RequestCycle, keep_alive: bool) -> None:
+        settings = self.settings
+        self.cycle = cycle
+        self.keep_alive = keep_alive
+        self.head_request = cycle.scope["method"] == "HEAD"
+        self.head_info = None
+        limit = settings.limit_concurrency
+        app = settings.app
+        if limit is not None and settings.in_flight >= limit:
+            app = _service_unavailable
+        settings.in_flight += 1
+        task = self.loop.create_task(cycle.run_asgi(app))
+        cycle.task = task
+        settings.tasks.add(task)
+
+    def app_finished(self, cycle: RequestCycle) -> None:
+        settings = self.settings
+        settings.in_flight -= 1
+        settings.tasks.discard(cycle.task)
+
+    def response_complete(self, cycle: RequestCycle) -> None:
+        self.settings.request_counted()
+        STATS.requests += 1
+        if not cycle.client_left:
+            cycle.log_access(cycle.status)
+        if self.cycle is not cycle:
+            return
+        self.cycle = None
+        if not self.keep_alive or self.closed:
+            self._close()
+        elif self.pipeline:
+            self._start(*self.pipeline.popleft())
+            if not self.pipeline:
+                self._resume_reading()
+        elif self.peer_fin:
+            self._close()  # a half-closed client has been answered: nothing more can come
+        else:
+            self.idle_since = self.loop.time()
+            if self.read_paused and self.parsing is None:
+                self._resume_reading()
+
+    def body_consumed(self) -> None:
+        if self.read_paused and not self.pipeline:
+            self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+            self.settings.hangups.watch(self.fd, self, fin=True)
+
+    def _resume_reading(self) -> None:
+        if self.read_paused and not self.closed:
+            self.read_paused = False
+            self.settings.hangups.unwatch(self.fd, self)
+            self.transport.resume_reading()
+
+    def _close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            if self.fd >= 0:
+                self.settings.hangups.unwatch(self.fd, self)
+            self.transport.close()
+
+    def close_idle(self) -> None:
+        """Keep-alive timeout or shutdown: close if no request is in progress."""
+        if self.cycle is None and self.parsing is None and not self.pipeline:
+            self._close()
+        else:
+            self.keep_alive = False
+
+    def _reject(self, status: int, message: bytes) -> None:
+        """A protocol error: answer it (if nothing else is in flight) and close."""
+        self.parser = httptools.HttpRequestParser(self)  # the old one is in an error state
+        if self.cycle is None and not self.closing:
+            self.transport.write(simple_response(status, message, self.settings.default_header_lines, False))
+        else:
+            self.keep_alive = False
+        self.parsing = None
+        self.pipeline.clear()
+        if self.cycle is None:
+            self._close()
+        else:
+            self._pause_reading()
+
+    def _handle_upgrade(self) -> None:
+        # WebSocket is a later layer; until it exists an upgrade to it is refused clearly.
+        # Other upgrades (h2c) are ignored: the request is served as HTTP/1.1, then closed,
+        # since what follows the head on the wire is not HTTP/1.1 any more.
+        if b"websocket" in self.upgrade:
+            self._reject(400, b"Unsupported upgrade request")
+        else:
+            self._pause_reading()
+
+    # ------------------------------------------------------------------ cycle -> wire
+    def supports_trailers(self, cycle: RequestCycle) -> bool:
+        return self.http11
+
+    def send_continue(self) -> None:
+        if not self.closed:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def send_head(self, cycle: RequestCycle, status: int, headers: Any, body: bytes, more: bool) -> None:
+        settings = self.settings
+        info = build_head(
+            status, headers, len(body), more, self.keep_alive, self.http11, self.head_request,
+            settings.default_header_lines + settings.date_line if settings.date_header else settings.default_header_lines,
+        )
+        self.keep_alive = info.keep_alive
+        self.head_info = info
+        if self.head_request or status in NO_BODY_STATUSES:
+            self.transport.write(info.head)
+            return
+        if info.content_length is not None:
+            self.remaining = info.content_length
+            self._check_length(len(body), more)
+        if info.chunked:
+            data = chunk(body)
+            if not more:
+                data += b"0\r\n\r\n"
+            self.transport.write(info.head + data)
+        elif len(body) < 16384:
+            self.transport.write(info.head + body)
+        else:
+            self.transport.writelines((info.head, body))
+
+    def send_body(self, cycle: RequestCycle, body: bytes, more: bool) -> None:
+        info = self.head_info
+        if self.head_request or cycle.status in NO_BODY_STATUSES or self.closed:
+            return
+        if info.chunked:  # type: ignore[union-attr]
+            data = chunk(body)
+            if not more and not cycle.trailers:
+                data += b"0\r\n\r\n"
+            if data:
+                self.transport.write(data)
+            return
+        if info.content_length is not None:  # type: ignore[union-attr]
+            self._check_length(len(body), more)
+        if body:
+            self.transport.write(body)
+
+    def _check_length(self, size: int, more: bool) -> None:
+        self.remaining -= size  # type: ignore[operator]
+        if self.remaining < 0:  # type: ignore[operator]
+            raise RuntimeError("Response content longer than Content-Length")
+        if not more and self.remaining:
+            # Too short: the only honest signal left is closing the connection.
+            self.keep_alive = False
+            error_logger.error("Response content shorter than Content-Length")
+
+    def send_trailers(self, cycle: RequestCycle, headers: Any, more: bool) -> None:
+        self.trailer_headers.extend(headers)  # all trailer messages go out as one block
+        if more or self.head_request or self.closed:
+            return
+        headers, self.trailer_headers = self.trailer_headers, []
+        self.transport.write(trailer_block(headers))
+
+    async def send_file(self, cycle: RequestCycle, status: int, headers: Any, path: str) -> None:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            has_length = any(name.lower() == b"content-length" for name, _ in headers)
+            if not has_length:
+                headers = [*headers, (b"content-length", str(size).encode("ascii"))]
+            self.send_head(cycle, status, headers, b"", True)
+            if self.head_request or status in NO_BODY_STATUSES:
+                return
+            cycle.bytes_sent = size
+            if self.write_paused:
+                await self.drain()
+            try:
+                await self.loop.sendfile(self.transport, fh, 0, size)
+            except (NotImplementedError, AttributeError):
+                await self._copy_file(fh)
+            except (ConnectionError, RuntimeError) as exc:
+                if self.closed:
+                    raise ClientDisconnected("the client has disconnected") from exc
+                raise
+
+    async def _copy_file(self, fh: Any) -> None:
+        while data := fh.read(65536):
+            if self.closed:
+                raise ClientDisconnected("the client has disconnected")
+            self.transport.write(data)
+            if self.write_paused:
+                await self.drain()
+
+    def send_error(self, cycle: RequestCycle, status: int) -> None:
+        if self.closed:
+            return
+        self.transport.write(
+            simple_response(status, b"Internal Server Error", self.settings.default_header_lines, self.keep_alive)
+        )
+
+    def abort_response(self, cycle: RequestCycle) -> None:
+        self.keep_alive = False
+        self._close()
+
+
+async def _service_unavailable(scope: dict, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"Service Unavailable"})
+
+
+def set_keepalive_options(sock: socket.socket, idle: int, interval: int, count: int) -> None:
+    """TCP keep-alive on the listening socket; Linux copies it onto every accepted socket."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)

@@ -1,0 +1,39 @@
+"""--proxy-headers: take client address and scheme from X-Forwarded-* set by a trusted proxy."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+
+def _trusted(host: str, settings: Any) -> bool:
+    if settings.trust_all_proxies:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a unix socket path: trusted only with "*"
+    return any(address in network for network in settings.trusted_proxies)
+
+
+def apply_proxy_headers(scope: dict, settings: Any) -> None:
+    client = scope["client"]
+    if client is None or not _trusted(client[0], settings):
+        return
+    forwarded_for = forwarded_proto = None
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":
+            forwarded_for = value
+        elif name == b"x-forwarded-proto":
+            forwarded_proto = value
+    if forwarded_proto is not None:
+        proto = forwarded_proto.decode("latin-1").split(",")[-1].strip().lower()
+        if proto in ("http", "https", "ws", "wss"):
+            scope["scheme"] = proto
+    if forwarded_for is not None:
+        # The rightmost address not itself a trusted proxy is the client.
+        hosts = [item.strip() for item in forwarded_for.decode("latin-1").split(",") if item.strip()]
+        for host in reversed(hosts):
+            if not _trusted(host, settings) or host == hosts[0]:
+                scope["client"] = (host, 0)
+                break

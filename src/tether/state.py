@@ -1,0 +1,78 @@
+"""What one worker's connections share: settings derived once from Config, live counters.
+
+Protocols read this; only the server writes it. It is built once per worker so that the
+per-request path reads plain attributes instead of re-deriving anything from Config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from email.utils import formatdate
+from typing import Any, Callable
+
+from .config import Config
+from .hangup import HangupWatcher
+
+
+class ServerState:
+    __slots__ = (
+        "app", "loop", "config", "connections", "tasks", "lifespan_state", "hangups",
+        # settings, derived once
+        "root_path", "access_log_format", "cancel_on_disconnect", "disconnect_grace",
+        "limit_concurrency", "timeout_keep_alive", "default_header_lines", "date_header",
+        "proxy_headers", "trust_all_proxies", "trusted_proxies", "max_head_size",
+        "max_requests", "is_ssl",
+        # live values
+        "date_line", "in_flight", "total_requests", "shutting_down", "on_max_requests",
+    )
+
+    def __init__(self, config: Config, app: Callable, loop: asyncio.AbstractEventLoop) -> None:
+        self.app = app
+        self.loop = loop
+        self.config = config
+        self.connections: set = set()
+        self.tasks: set = set()
+        self.lifespan_state: dict = {}
+        self.hangups = HangupWatcher(loop)
+        self.root_path = config.root_path
+        self.access_log_format = config.access_log_format
+        self.cancel_on_disconnect = config.on_disconnect == "cancel"
+        self.disconnect_grace = config.disconnect_grace
+        self.limit_concurrency = config.limit_concurrency
+        self.timeout_keep_alive = config.timeout_keep_alive
+        lines = []
+        if config.server_header:
+            lines.append(b"server: tether\r\n")
+        for name, value in config.encoded_default_headers():
+            lines.append(name + b": " + value + b"\r\n")
+        self.default_header_lines = b"".join(lines)
+        self.date_header = config.date_header
+        self.proxy_headers = config.proxy_headers
+        self.trust_all_proxies, self.trusted_proxies = config.forwarded_ips()
+        self.max_head_size = 65536
+        self.max_requests = None
+        self.is_ssl = config.is_ssl
+        self.date_line = b""
+        self.in_flight = 0
+        self.total_requests = 0
+        self.shutting_down = False
+        self.on_max_requests: Callable[[], None] | None = None
+        self.tick()
+
+    def tick(self) -> None:
+        """Once a second: refresh the Date header, close idle keep-alive connections."""
+        now = time.time()
+        if self.date_header:
+            self.date_line = b"date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+        deadline = self.loop.time() - self.timeout_keep_alive
+        for conn in list(self.connections):
+            if conn.idle_since and conn.idle_since < deadline:
+                conn.close_idle()
+
+    def request_counted(self) -> None:
+        self.total_requests += 1
+        if self.max_requests is not None and self.total_requests >= self.max_requests and self.on_max_requests:
+            callback, self.on_max_requests = self.on_max_requests, None
+            callback()
+
