@@ -179,7 +179,7 @@ class _HeadTooLarge(Exception):
 class HTTP1Protocol(asyncio.Protocol):
     __slots__ = (
         "settings", "loop", "transport", "parser", "fd", "server", "client", "scheme",
-        "url", "headers", "head_size", "expect_100", "parsing", "cycle", "pipeline",
+        "sock", "url", "headers", "head_size", "expect_100", "parsing", "cycle", "pipeline",
         "keep_alive", "read_paused", "write_paused", "drain_waiters", "closed", "closing",
         "peer_fin", "probing", "idle_since", "head_info", "remaining", "head_request",
         "http11", "upgrade", "in_head", "head_raw", "trailer_headers",
@@ -220,7 +220,7 @@ class HTTP1Protocol(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         transport.set_write_buffer_limits(0)  # send() returns only once the kernel has the bytes
-        sock = transport.get_extra_info("socket")
+        sock = self.sock = transport.get_extra_info("socket")
         self.fd = sock.fileno() if sock is not None else -1
         server = transport.get_extra_info("sockname")
         peer = transport.get_extra_info("peername")
@@ -260,6 +260,9 @@ class HTTP1Protocol(asyncio.Protocol):
             # Possibly a half-close: keep our side open and probe (see the module docstring).
             self.probing = True
             self.transport.write(PROBE)
+            if self._reset_by_peer():  # on loopback the RST is often back already
+                self.hangup(HUP)
+                return None
             self.settings.hangups.watch(self.fd, self, fin=False)
             return True
         return None
@@ -274,6 +277,12 @@ class HTTP1Protocol(asyncio.Protocol):
             # read it, and let eof_received decide, exactly as for an unpaused connection.
             self.peer_fin = True
             self._resume_reading()
+
+    def _reset_by_peer(self) -> bool:
+        try:
+            return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+        except OSError:
+            return True
 
     def pause_writing(self) -> None:
         self.write_paused = True
