@@ -1,0 +1,119 @@
+"""Acceptance: a peer that vanishes without FIN or RST is found by TCP keep-alive.
+
+The client runs in a network namespace of its own, joined to the host by a veth pair; Tether
+listens on the host end. Once the request is in, the namespace's end of the link is set down:
+the client's socket stays open and nothing reaches Tether any more, as with a pulled cable
+(this kernel has no netem; see /work/shared/README.md). With keep-alive probes every second
+(idle 1 s, interval 1 s, 2 probes) the kernel declares the peer dead after ~3 s and the app must
+get ``http.disconnect`` (bound 15 s). With ``tcp_keepalive=False`` nothing can notice: no
+disconnect within 5 s. Skipped unless root and ``ip netns`` works; the namespace is always removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import serve
+from tests.realworld import NetnsLink, Recorder, netns_link
+
+pytestmark = pytest.mark.timeout(60)
+
+CLIENT = """
+import socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+sock = socket.create_connection((host, port), timeout=5)
+sock.sendall(b"GET /wait HTTP/1.1\\r\\nHost: %s:%d\\r\\n\\r\\n" % (host.encode(), port))
+print("sent", flush=True)
+time.sleep(30)  # keep the socket open: the peer vanishes, it does not close
+"""
+
+
+def waiting_app(rec: Recorder) -> Any:
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        rec.mark("started")
+        try:
+            async with asyncio.timeout(25):
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            rec.mark("disconnect")
+        except TimeoutError:
+            rec.mark("timed_out")
+
+    return app
+
+
+def keepalive_options(srv: Any) -> list[tuple[int, int, int, int]]:
+    """(SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT) of every accepted socket."""
+
+    def read() -> list:
+        out = []
+        for conn in srv.state.connections:
+            sock = conn.sock
+            out.append((
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+            ))
+        return out
+
+    return srv.call(read)
+
+
+def start_client(link: NetnsLink, port: int) -> subprocess.Popen:
+    client = link.popen(sys.executable, "-c", CLIENT, link.host_addr, str(port),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return client
+
+
+def stop_client(client: subprocess.Popen) -> None:
+    if client.poll() is None:
+        client.kill()
+    client.wait(5)
+    for stream in (client.stdout, client.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def run_dead_peer(keepalive: bool, wait: float) -> tuple[Recorder, float, list]:
+    rec = Recorder()
+    with netns_link() as link, serve(
+        waiting_app(rec), host=link.host_addr, lifespan="off", timeout_keep_alive=60, timeout_graceful_shutdown=1,
+        tcp_keepalive=keepalive, tcp_keepalive_idle=1, tcp_keepalive_interval=1, tcp_keepalive_count=2,
+    ) as srv:
+        client = start_client(link, srv.port)
+        try:
+            if not rec.wait("started", 10):
+                stop_client(client)
+                pytest.fail(f"the request from the namespace never arrived: {client.stderr.read()}")
+            options = keepalive_options(srv)
+            link.pull_cable()
+            pulled = time.monotonic()
+            rec.wait("disconnect", wait)
+            return rec, pulled, options
+        finally:
+            stop_client(client)
+
+
+def test_keepalive_finds_a_vanished_peer() -> None:
+    rec, pulled, options = run_dead_peer(keepalive=True, wait=15)
+    assert options == [(1, 1, 1, 2)], f"accepted socket keep-alive options: {options}"
+    assert rec.seen("disconnect"), "http.disconnect not seen within 15 s of the peer vanishing"
+    seconds = rec.since("disconnect", pulled) / 1000
+    print(f"\n[deadpeer] keep-alive (idle 1, interval 1, count 2) found the vanished peer after {seconds:.2f} s")
+    assert seconds < 15
+
+
+def test_without_keepalive_a_vanished_peer_goes_unnoticed() -> None:
+    rec, pulled, options = run_dead_peer(keepalive=False, wait=5)
+    assert [opt[0] for opt in options] == [0], f"keep-alive should be off: {options}"
+    assert not rec.seen("disconnect"), "a disconnect was reported without keep-alive: something else saw the peer?"

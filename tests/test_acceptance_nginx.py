@@ -1,0 +1,81 @@
+"""Acceptance: behind a real nginx, the app still learns at once that the client left.
+
+nginx (generated minimal config, ``proxy_ignore_client_abort`` at its default ``off``) proxies to
+an in-process Tether. A client leaves nginx mid-request; nginx closes its upstream connection,
+and Tether must turn that close into ``http.disconnect`` (and the extension's event) within 1 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import serve
+from tests.realworld import Recorder, leave, run_nginx, send_request, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def waiting_app(rec: Recorder) -> Any:
+    """Waits (at most 30 s) for the client to leave, via receive() and via the extension."""
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/ping":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"pong"})
+            return
+        rec.mark("started")
+        signal = scope["extensions"]["tether.disconnect"]
+
+        async def watch_extension() -> None:
+            await signal.wait()
+            rec.mark("extension")
+
+        watcher = asyncio.ensure_future(watch_extension())
+        try:
+            async with asyncio.timeout(30):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        rec.mark("disconnect")
+                        break
+            await asyncio.wait_for(watcher, 1)
+        finally:
+            watcher.cancel()
+
+    return app
+
+
+def test_client_leaving_nginx_is_seen_through_the_upstream_close() -> None:
+    rec = Recorder()
+    with serve(waiting_app(rec), lifespan="off") as srv, run_nginx(srv.port) as (port, tmp):
+        # The proxy works at all (a normal request through nginx).
+        with send_request(port, "/ping") as sock:
+            sock.settimeout(5)
+            data = b""
+            while b"pong" not in data:
+                chunk = sock.recv(4096)
+                assert chunk, f"nginx closed without the response: {data!r}"
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200")
+
+        sock = send_request(port, "/wait")
+        try:
+            assert rec.wait("started", 5), "the request never reached Tether through nginx"
+            time.sleep(0.3)
+        finally:
+            left = leave(sock)
+        assert rec.wait("disconnect", 1.0), "http.disconnect not seen within 1 s of the client leaving nginx"
+        assert rec.wait("extension", 1.0), "tether.disconnect.wait() did not return"
+        ms = rec.since("disconnect", left)
+        print(f"\n[nginx] http.disconnect {ms:.1f} ms after the client left nginx")
+        assert ms < 1000
+        # nginx's side of the story: it logged the client's abort as 499.
+        access = tmp / "access.log"
+        assert wait_until(lambda: access.exists() and '"GET /wait HTTP/1.1" 499' in access.read_text(), 5), (
+            access.read_text() if access.exists() else "no nginx access log")
