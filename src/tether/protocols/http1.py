@@ -89,10 +89,10 @@ def build_head(
             raise RuntimeError(f"response header names and values must be bytes, got {item!r}")
         lname = name.lower()
         if lname == b"content-length":
-            try:
-                content_length = int(value)
-            except ValueError:
-                raise RuntimeError(f"invalid content-length header {value!r}") from None
+            if not value.strip().isdigit():
+                raise RuntimeError(f"invalid content-length header {value!r}")
+            content_length = int(value)
+            continue  # written once, below
         elif lname == b"transfer-encoding":
             if value.lower() == b"chunked" and http11:
                 chunked = True
@@ -380,7 +380,8 @@ class HTTP1Protocol(asyncio.Protocol):
             "query_string": query,
             "headers": self.headers,
             "state": settings.lifespan_state.copy(),
-            "extensions": {"http.response.trailers": {}, "http.response.pathsend": {}},
+            "extensions": {"http.response.trailers": {}, "http.response.pathsend": {}} if self.http11
+            else {"http.response.pathsend": {}},
         }
         if settings.proxy_headers:
             apply_proxy_headers(scope, settings)
@@ -400,8 +401,8 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
-        if cycle is None or cycle.client_left:
-            return
+        if cycle is None or cycle.client_left or cycle.state == DONE:
+            return  # (DONE: the app answered without reading it all: drain and discard the rest)
         cycle.feed_body(body)
         if len(cycle.body) > HIGH_WATER and not self.read_paused and not self.peer_fin:
             self._pause_reading()
@@ -411,6 +412,12 @@ class HTTP1Protocol(asyncio.Protocol):
         if cycle is not None:
             cycle.end_body()
         self.parsing = None
+        if cycle is not None and cycle.state == DONE and self.cycle is None and not self.closing:
+            # The drained body of an answered request: the connection is idle only now.
+            if self.keep_alive:
+                self.idle_since = self.loop.time()
+            else:
+                self._close()
 
     # ------------------------------------------------------------------ running requests
     def _start(self, cycle: RequestCycle, keep_alive: bool) -> None:
@@ -451,7 +458,7 @@ class HTTP1Protocol(asyncio.Protocol):
             self._close()  # a half-closed client has been answered: nothing more can come
         else:
             self.idle_since = self.loop.time()
-            if self.read_paused and self.parsing is None:
+            if self.read_paused:  # (parsing: a body the app left unread, drained by on_body)
                 self._resume_reading()
 
     def body_consumed(self) -> None:
@@ -517,6 +524,8 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def send_head(self, cycle: RequestCycle, status: int, headers: Any, body: bytes, more: bool) -> None:
         settings = self.settings
+        if cycle.expect_100 and self.parsing is cycle:
+            self.keep_alive = False  # the client still holds back the body: what it sends next is that body
         info = build_head(
             status, headers, len(body), more, self.keep_alive, self.http11, self.head_request,
             settings.default_header_lines + settings.date_line if settings.date_header else settings.default_header_lines,
@@ -566,9 +575,11 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def send_trailers(self, cycle: RequestCycle, headers: Any, more: bool) -> None:
         self.trailer_headers.extend(headers)  # all trailer messages go out as one block
-        if more or self.head_request or self.closed:
+        if more:
             return
         headers, self.trailer_headers = self.trailer_headers, []
+        if self.head_request or self.closed or not self.head_info.chunked:  # type: ignore[union-attr]
+            return  # (no chunked body, e.g. 204 or an app-provided length: nowhere to put them)
         self.transport.write(trailer_block(headers))
 
     async def send_file(self, cycle: RequestCycle, status: int, headers: Any, path: str) -> None:
@@ -603,6 +614,8 @@ class HTTP1Protocol(asyncio.Protocol):
     def send_error(self, cycle: RequestCycle, status: int) -> None:
         if self.closed:
             return
+        if cycle.expect_100 and self.parsing is cycle:
+            self.keep_alive = False
         self.transport.write(
             simple_response(status, b"Internal Server Error", self.settings.default_header_lines, self.keep_alive)
         )

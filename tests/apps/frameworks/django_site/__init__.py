@@ -1,0 +1,1 @@
+"""A minimal Django project (no database) served through django.core.asgi."""
