@@ -74,7 +74,9 @@ class Config:
     ssl_keyfile_password: str | None = None
     ssl_ca_certs: str | None = None
     ssl_cert_reqs: str = "none"
-    ssl_ciphers: str = "TLSv1"
+    # TLS 1.2 suites (TLS 1.3 ones are not affected): forward secrecy + AEAD. "TLSv1" (Uvicorn's
+    # default) offers only SHA-1 CBC suites to TLS 1.2 clients and locks out AEAD-only clients.
+    ssl_ciphers: str = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
     # Logging.
     log_level: str = "info"
     log_config: str | None = None
@@ -87,6 +89,13 @@ class Config:
     tcp_keepalive_idle: int = 10
     tcp_keepalive_interval: int = 5
     tcp_keepalive_count: int = 3
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Config":
+        # An unknown keyword is a ConfigError (one readable line), not the dataclass's TypeError.
+        unknown = sorted(set(kwargs) - set(cls.__dataclass_fields__))  # type: ignore[attr-defined]
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+        return super().__new__(cls)
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -217,10 +226,15 @@ class Config:
                 app = app()
             except TypeError as exc:
                 raise ConfigError(f"the app factory could not be called: {exc}") from None
+            except Exception as exc:
+                raise ConfigError(f"the app factory failed: {type(exc).__name__}: {exc}") from None
         if not callable(app):
             raise ConfigError(f"the app {self.app!r} is not callable")
         if _is_asgi2(app):
             raise ConfigError("ASGI 2 applications (double callable) are not supported; use ASGI 3")
+        if not _takes_three_arguments(app):
+            hint = "" if self.factory else " (if it is an app factory, add --factory)"
+            raise ConfigError(f"the app {self.app!r} does not take (scope, receive, send){hint}")
         return app
 
     @classmethod
@@ -272,6 +286,16 @@ def _is_asgi2(app: Any) -> bool:
         return not hasattr(app, "__await__") and len(inspect.signature(app.__init__).parameters) == 2
     call = getattr(app, "__call__", None)
     return not (inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call)) and _arity(app) == 1
+
+
+def _takes_three_arguments(app: Any) -> bool:
+    try:
+        inspect.signature(app).bind(None, None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to inspect (some builtins): give it the benefit of the doubt
+        return True
+    return True
 
 
 def _arity(app: Any) -> int:

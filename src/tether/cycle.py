@@ -45,6 +45,9 @@ from typing import Any, Callable
 from .errors import ClientDisconnected
 from .logs import STATS, access_logger, error_logger
 
+# What a finished cycle keeps for late log lines, once it has let go of the app's scope.
+_FINISHED_SCOPE = {"method": "-", "path": "-", "raw_path": b"-", "query_string": b"", "http_version": "1.1", "client": None}
+
 # Response states.
 IDLE, START_PENDING, STREAMING, TRAILERS, DONE = range(5)
 
@@ -232,7 +235,7 @@ class RequestCycle:
             if not self.body_delivered:
                 if self.body or self.body_complete:
                     return self._take_body()
-                if self.client_left:
+                if self.client_left or self.state == DONE:  # ASGI: disconnect once the response is sent
                     return {"type": "http.disconnect"}
                 if self.expect_100:
                     self.expect_100 = False
@@ -279,21 +282,23 @@ class RequestCycle:
                 if not isinstance(body, _BODY_TYPES):
                     raise RuntimeError(f"'body' in 'http.response.body' must be bytes, not {type(body).__name__}")
                 body = bytes(body)
+            # The protocol may reject the message (bad headers, too long a body): only a
+            # message that went out moves the state on, so that the failure still gets a 500.
             if state == START_PENDING:
+                self.conn.send_head(self, self.status, self.headers, body, more or self.trailers)
                 self.state = STREAMING if more else (TRAILERS if self.trailers else DONE)
                 self.bytes_sent = len(body)
-                self.conn.send_head(self, self.status, self.headers, body, more or self.trailers)
             elif state == STREAMING:
+                self.conn.send_body(self, body, more or self.trailers)
                 if not more:
                     self.state = TRAILERS if self.trailers else DONE
                 self.bytes_sent += len(body)
-                self.conn.send_body(self, body, more or self.trailers)
             else:
                 raise RuntimeError(_unexpected(mtype, state))
             if self.state == DONE:
                 self._response_done()
             if self.conn.write_paused:
-                await self.conn.drain()
+                await self._drain()
             return
         if mtype == "http.response.start":
             if state != IDLE:
@@ -316,7 +321,7 @@ class RequestCycle:
             if self.state == DONE:
                 self._response_done()
             if self.conn.write_paused:
-                await self.conn.drain()
+                await self._drain()
             return
         if mtype == "http.response.pathsend":
             if state != START_PENDING:
@@ -328,6 +333,13 @@ class RequestCycle:
             self._response_done()
             return
         raise RuntimeError(_unexpected(mtype, state))
+
+    async def _drain(self) -> None:
+        try:
+            await self.conn.drain()
+        except ClientDisconnected:
+            self.client_gone()  # also for a DONE response that the kernel never fully took
+            raise
 
     def _response_done(self) -> None:
         if self.waiters:
@@ -391,6 +403,9 @@ class RequestCycle:
             STATS.abandoned(abandoned, self.cancelled_by_policy)
             self.log_access(499, f" abandoned {abandoned * 1000:.1f}ms" + (" cancelled" if self.cancelled_by_policy else ""))
         self.conn.app_finished(self)
+        # scope -> extensions -> DisconnectSignal -> cycle -> scope is a reference cycle; break
+        # it so that a finished request is freed at once instead of by the cyclic GC.
+        self.scope = _FINISHED_SCOPE
 
     # ------------------------------------------------------------------ logging
     def request_line(self) -> str:

@@ -29,7 +29,11 @@ def apply_proxy_headers(scope: dict, settings: Any) -> None:
     if forwarded_proto is not None:
         proto = forwarded_proto.decode("latin-1").split(",")[-1].strip().lower()
         if proto in ("http", "https", "ws", "wss"):
-            scope["scheme"] = proto
+            secure = proto in ("https", "wss")  # the scheme follows the scope type, not the proxy's word
+            if scope["type"] == "websocket":
+                scope["scheme"] = "wss" if secure else "ws"
+            else:
+                scope["scheme"] = "https" if secure else "http"
     if forwarded_for is not None:
         # The rightmost address not itself a trusted proxy is the client.
         hosts = [item.strip() for item in forwarded_for.decode("latin-1").split(",") if item.strip()]

@@ -494,8 +494,21 @@ class HTTP1Protocol(asyncio.Protocol):
     def _reject(self, status: int, message: bytes) -> None:
         """A protocol error: answer it (if nothing else is in flight) and close."""
         self.parser = httptools.HttpRequestParser(self)  # the old one is in an error state
+        broken = self.parsing if self.parsing is not None and self.parsing is self.cycle else None
+        if broken is not None:
+            # The body of the request in flight is unreadable, so its app would wait for it
+            # forever: it is told as if the client had left (receive() -> http.disconnect),
+            # and the error is answered here if its response has not started.
+            unanswered = broken.state < STREAMING
+            broken.client_gone()
+            self.parsing = None
+            self.pipeline.clear()
+            if unanswered and not self.closing:
+                self.transport.write(simple_response(status, message, self._default_lines(), False))
+            self._close()
+            return
         if self.cycle is None and not self.closing:
-            self.transport.write(simple_response(status, message, self.settings.default_header_lines, False))
+            self.transport.write(simple_response(status, message, self._default_lines(), False))
         else:
             self.keep_alive = False
         self.parsing = None
@@ -617,8 +630,13 @@ class HTTP1Protocol(asyncio.Protocol):
         if cycle.expect_100 and self.parsing is cycle:
             self.keep_alive = False
         self.transport.write(
-            simple_response(status, b"Internal Server Error", self.settings.default_header_lines, self.keep_alive)
+            simple_response(status, b"Internal Server Error", self._default_lines(), self.keep_alive)
         )
+
+    def _default_lines(self) -> bytes:
+        """server, date and --header lines for responses Tether writes itself (errors)."""
+        settings = self.settings
+        return settings.default_header_lines + settings.date_line if settings.date_header else settings.default_header_lines
 
     def abort_response(self, cycle: RequestCycle) -> None:
         self.keep_alive = False

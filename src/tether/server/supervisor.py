@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..errors import ConfigError
 from ..logs import error_logger
 from .worker import STARTUP_FAILED, run_worker
 
@@ -29,21 +30,25 @@ READY_TIMEOUT = 60.0
 
 
 class WorkerProcess:
-    __slots__ = ("pid", "ready_fd", "ready", "started_at")
+    __slots__ = ("pid", "ready_fd", "ready", "started_at", "error")
 
     def __init__(self, pid: int, ready_fd: int) -> None:
         self.pid = pid
         self.ready_fd = ready_fd
         self.ready = False
         self.started_at = time.monotonic()
+        self.error: str | None = None  # the worker's startup ConfigError, sent over the pipe
 
     def poll_ready(self) -> bool:
-        if not self.ready:
+        if not self.ready and self.error is None:
             try:
-                if os.read(self.ready_fd, 1):
-                    self.ready = True
+                data = os.read(self.ready_fd, 4096)
             except BlockingIOError:
-                pass
+                data = b""
+            if data.startswith(b"!"):
+                self.error = data[1:].decode("utf-8", "replace")
+            elif data:
+                self.ready = True
         return self.ready
 
 
@@ -57,6 +62,7 @@ class Supervisor:
         self.exit_code = 0
         self.ever_ready = False
         self.retry_at = 0.0
+        self.failure: str | None = None
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
@@ -82,6 +88,8 @@ class Supervisor:
             signal.set_wakeup_fd(-1)
             os.close(wake_r)
             os.close(wake_w)
+        if self.failure is not None:
+            raise ConfigError(self.failure)  # printed once, as "tether: error: ..."
         return self.exit_code
 
     def _run_reload(self, wake_r: int) -> None:
@@ -146,7 +154,10 @@ class Supervisor:
                 signal.set_wakeup_fd(-1)
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
-                code = run_worker(self.config, self.sockets, ready=lambda: os.write(ready_w, b"1"))
+                code = run_worker(
+                    self.config, self.sockets, ready=lambda: os.write(ready_w, b"1"),
+                    failed=lambda message: os.write(ready_w, b"!" + message.encode("utf-8", "replace")[:4000]),
+                )
             finally:
                 os._exit(code)
         os.close(ready_w)
@@ -173,10 +184,15 @@ class Supervisor:
                 continue
             if code == STARTUP_FAILED and not worker.ready:
                 if not self.ever_ready and not self.config.reload:
-                    error_logger.error("Worker failed to start: stopping")
+                    if worker.error is not None:
+                        self.failure = worker.error
+                    else:
+                        error_logger.error("Worker failed to start: stopping")
                     self.exit_code = 1
                     self.stopping = True
                 else:
+                    if worker.error is not None:
+                        error_logger.error("Worker failed to start: %s", worker.error)
                     self.retry_at = time.monotonic() + (10**9 if self.config.reload else 1.0)
                 continue
             if code == 0:

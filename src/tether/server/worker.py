@@ -58,9 +58,9 @@ class Server:
         if install_signals:
             self._install_signal_handlers(loop)
         self.sockets = sockets if sockets is not None else [bind_socket(config)]
+        ssl_context = config.ssl_context()  # a bad certificate fails before the app starts up
         lifespan = Lifespan(app, config.lifespan, state.lifespan_state)
         await lifespan.startup()
-        ssl_context = config.ssl_context()
         for sock in self.sockets:
             server = await loop.create_server(
                 lambda: HTTP1Protocol(state), sock=sock, ssl=ssl_context, backlog=config.backlog
@@ -165,8 +165,12 @@ def run_in_new_loop(coro_factory: Any, kind: str) -> Any:
 STARTUP_FAILED = 3  # worker exit status: the app could not be loaded or started
 
 
-def run_worker(config: Config, sockets: list[socket.socket] | None, ready: Any = None) -> int:
-    """Serve in this process until stopped. Returns the process exit status."""
+def run_worker(config: Config, sockets: list[socket.socket] | None, ready: Any = None, failed: Any = None) -> int:
+    """Serve in this process until stopped. Returns the process exit status.
+
+    A ConfigError at startup goes to ``failed(message)`` (a supervised worker), or is raised
+    (a single process: the CLI prints it as one "tether: error:" line).
+    """
     server = Server(config)
 
     async def main() -> None:
@@ -175,15 +179,20 @@ def run_worker(config: Config, sockets: list[socket.socket] | None, ready: Any =
             async def notify() -> None:
                 while not server.started and not task.done():  # type: ignore[union-attr]
                     await asyncio.sleep(0.01)
-                ready()
+                if server.started:  # not when serve() failed: that is no ready worker
+                    ready()
             asyncio.get_running_loop().create_task(notify())
         await server.serve(sockets)
 
     try:
         run_in_new_loop(main, config.loop)
-    except (ConfigError, LifespanFailed) as exc:
-        prefix = "Application startup failed: " if isinstance(exc, LifespanFailed) else ""
-        error_logger.error("%s%s", prefix, exc)
+    except ConfigError as exc:
+        if failed is None:
+            raise
+        failed(str(exc))
+        return STARTUP_FAILED
+    except LifespanFailed as exc:
+        error_logger.error("Application startup failed: %s", exc)
         return STARTUP_FAILED
     except KeyboardInterrupt:
         pass

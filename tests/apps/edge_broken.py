@@ -1,0 +1,3 @@
+"""Raises at import: for the "app fails to import" tests."""
+
+raise RuntimeError("broken on purpose (edge test)")

@@ -1,0 +1,267 @@
+"""Test-side helpers for the edge and process tests: Tether subprocesses and small clients.
+
+A subprocess writes its output to a file, never to a pipe nobody reads (a busy access log would
+fill a pipe and block the server). Every wait here is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+ROOT = Path(__file__).resolve().parents[2]
+APPS = ROOT / "tests" / "apps"
+PYTHON_M_TETHER = [sys.executable, "-m", "tether"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tether_env(extra: dict | None = None) -> dict:
+    """The environment for a Tether subprocess: tests/apps importable, no stray TETHER_* vars."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(APPS), env.get("PYTHONPATH", "")] if p)
+    env.update(extra or {})
+    return env
+
+
+def console_script() -> list[str]:
+    """The installed `tether` console script (next to this Python)."""
+    path = Path(sys.executable).parent / "tether"
+    if not path.exists():
+        import shutil
+
+        found = shutil.which("tether")
+        assert found, "the tether console script is not installed"
+        path = Path(found)
+    return [str(path)]
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: str | Path | None = None, timeout: float = 20,
+            command: Sequence[str] | None = None) -> subprocess.CompletedProcess:
+    """Run tether to completion (for --help, --version and errors)."""
+    return subprocess.run(
+        [*(command or PYTHON_M_TETHER), *args], capture_output=True, text=True, env=tether_env(env),
+        cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Non-zero exit; stderr is exactly one line, "tether: error: ...", with no traceback."""
+    assert result.returncode != 0, (result.returncode, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
+    line = lines[0]
+    assert line.startswith("tether: error: "), line
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    return line
+
+
+class Tether:
+    """A running Tether subprocess (its own process group), output captured to a file."""
+
+    def __init__(self, args: Sequence[str], env: dict | None = None, cwd: str | Path | None = None,
+                 pass_fds: Sequence[int] = (), command: Sequence[str] | None = None,
+                 port: int | None = None, url: str | None = None) -> None:
+        fd, self.log_path = tempfile.mkstemp(prefix="tether-edge-", suffix=".log")
+        self.port = port
+        self.url = url or (f"http://127.0.0.1:{port}" if port else "")
+        self.args = list(args)
+        with os.fdopen(fd, "wb") as log:
+            self.proc = subprocess.Popen(
+                [*(command or PYTHON_M_TETHER), *args], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=tether_env(env), cwd=cwd, pass_fds=tuple(pass_fds),
+                start_new_session=True,
+            )
+        self.pid = self.proc.pid
+
+    # ------------------------------------------------------------------ output
+    def output(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+
+    def wait_for(self, text: str, count: int = 1, timeout: float = 15.0, allow_exit: bool = False) -> str:
+        """Wait until ``text`` appears ``count`` times in the output; returns the output."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.output()
+            if out.count(text) >= count:
+                return out
+            if self.proc.poll() is not None and not allow_exit:
+                out = self.output()
+                if out.count(text) >= count:
+                    return out
+                raise AssertionError(f"tether exited ({self.proc.returncode}) before {text!r} x{count}:\n{out}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} x{count} not seen within {timeout}s:\n{out}")
+            time.sleep(0.05)
+
+    def wait_ready(self, workers: int = 1, timeout: float = 20.0) -> str:
+        return self.wait_for("Tether running on", count=workers, timeout=timeout)
+
+    def worker_pids(self) -> list[int]:
+        """Pids from the "Tether running on ... (pid N," lines, in order of appearance."""
+        return [int(pid) for pid in re.findall(r"Tether running on \S+ \(pid (\d+)", self.output())]
+
+    def children(self) -> set[int]:
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as fh:
+                return {int(pid) for pid in fh.read().split()}
+        except OSError:
+            return set()
+
+    # ------------------------------------------------------------------ process
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill_group()
+        return self.proc.returncode
+
+    def kill_group(self) -> None:
+        """SIGKILL whatever is left of this process group (workers of a killed supervisor)."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.proc.poll() is None:
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def cleanup(self) -> None:
+        self.stop()
+        with contextlib.suppress(OSError):
+            os.unlink(self.log_path)
+
+
+@contextlib.contextmanager
+def running(*args: str, port: int | bool = True, ready: int = 1, env: dict | None = None,
+            cwd: str | Path | None = None, pass_fds: Sequence[int] = (), command: Sequence[str] | None = None,
+            timeout: float = 20.0, scheme: str = "http") -> Iterator[Tether]:
+    """Start tether ARGS (+ --port P unless port=False); wait for ``ready`` "Tether running" lines."""
+    args = list(args)
+    chosen: int | None = None
+    if port is True:
+        chosen = free_port()
+        args += ["--port", str(chosen)]
+    elif isinstance(port, int) and port:
+        chosen = port
+    url = f"{scheme}://127.0.0.1:{chosen}" if chosen else None
+    server = Tether(args, env=env, cwd=cwd, pass_fds=pass_fds, command=command, port=chosen, url=url)
+    try:
+        if ready:
+            server.wait_ready(ready, timeout=timeout)
+        yield server
+    finally:
+        server.cleanup()
+
+
+# ---------------------------------------------------------------------- clients
+def raw_request(port: int, path: str = "/", host: str = "127.0.0.1", extra: bytes = b"", method: str = "GET",
+                timeout: float = 5.0, family: int = socket.AF_INET, address: object = None) -> tuple[int, dict, bytes]:
+    """One request on a new connection with Connection: close; returns (status, headers, body).
+
+    Headers are lower-cased; a repeated header keeps its last value.
+    """
+    target = address if address is not None else (host, port)
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(target)
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n".encode() + extra + b"\r\n")
+        data = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return parse_response(data)
+
+
+def parse_response(data: bytes) -> tuple[int, dict, bytes]:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    assert sep, f"no complete response head in {data[:200]!r}"
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        body = dechunk(body)
+    return status, headers, body
+
+
+def dechunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2:]
+    return out
+
+
+def raw_header_lines(port: int, path: str = "/") -> list[str]:
+    """The raw response head lines (status line first), to check headers exactly."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie still answers kill(0); look at its state
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

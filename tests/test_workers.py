@@ -1,0 +1,207 @@
+"""--workers N: the supervisor, for real: forked workers, kill -9, SIGTERM, SIGHUP, recycling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.apps.edge_helpers import free_port, pid_alive, raw_request, run_cli, running, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def pid_of_response(port: int, path: str = "/") -> int:
+    status, _, body = raw_request(port, path=path)
+    assert status == 200, (status, body)
+    return json.loads(body)["pid"]
+
+
+def collect_pids(port: int, want: int, attempts: int = 200) -> set[int]:
+    """Many new connections (some blocking a worker's loop briefly) until ``want`` pids answered."""
+    seen: set[int] = set()
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(attempts // 4):
+            seen.update(pool.map(lambda _: pid_of_response(port, "/block?ms=10"), range(4)))
+            if len(seen) >= want:
+                break
+    return seen
+
+
+class RequestLoop:
+    """Requests on new connections in a background thread; counts successes and failures."""
+
+    def __init__(self, port: int, path: str = "/", max_seconds: float = 40.0) -> None:
+        self.port = port
+        self.path = path
+        self.ok = 0
+        self.failures: list[str] = []
+        self.pids: list[int] = []
+        self.stop_event = threading.Event()
+        self.deadline = time.monotonic() + max_seconds
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set() and time.monotonic() < self.deadline:
+            try:
+                status, _, body = raw_request(self.port, path=self.path, timeout=5)
+                if status == 200:
+                    self.ok += 1
+                    self.pids.append(json.loads(body)["pid"])
+                else:
+                    self.failures.append(f"status {status}")
+            except Exception as exc:  # counted as a failure
+                self.failures.append(repr(exc))
+            time.sleep(0.002)
+
+    def __enter__(self) -> "RequestLoop":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(15)
+
+
+def test_two_workers_serve_from_two_pids():
+    with running("edge_apps:info", "--workers", "2", ready=2) as srv:
+        workers = set(srv.worker_pids())
+        assert len(workers) == 2 and srv.pid not in workers
+        assert srv.children() == workers
+        seen = collect_pids(srv.port, 2)
+        assert seen == workers
+
+
+def test_killed_worker_is_replaced():
+    with running("edge_apps:info", "--workers", "2", ready=2) as srv:
+        first, second = srv.worker_pids()
+        os.kill(first, signal.SIGKILL)
+        out = srv.wait_for(f"Worker {first} died", timeout=10)
+        assert "exit status -9" in out
+        srv.wait_ready(3, timeout=20)  # the replacement is serving
+        live = srv.children()
+        assert first not in live and second in live and len(live) == 2, live
+        replacement = (live - {second}).pop()
+        assert srv.worker_pids()[-1] == replacement
+        # Serving goes on, from both the old and the new worker.
+        seen = collect_pids(srv.port, 2)
+        assert seen == {second, replacement}
+
+
+def test_sigterm_stops_supervisor_and_workers():
+    with running("edge_apps:info", "--workers", "2", ready=2) as srv:
+        workers = srv.worker_pids()
+        assert pid_of_response(srv.port) in workers
+        started = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        assert srv.wait(15) == 0
+        assert time.monotonic() - started < 10
+        assert wait_until(lambda: not any(pid_alive(pid) for pid in workers), timeout=5)
+        out = srv.output()
+        assert "Received SIGTERM: stopping workers" in out
+        assert out.count("Shutting down") == 2
+        assert "died" not in out and "killing" not in out  # each worker exited by itself, status 0
+
+
+def test_sigterm_lets_in_flight_requests_finish():
+    with running("edge_apps:info", "--workers", "2", "--timeout-graceful-shutdown", "10", ready=2) as srv:
+        result: dict = {}
+
+        def slow():
+            try:
+                result["response"] = raw_request(srv.port, path="/sleep?s=1", timeout=15)
+            except Exception as exc:
+                result["error"] = exc
+
+        thread = threading.Thread(target=slow, daemon=True)
+        thread.start()
+        srv.wait_for("SLEEP START")
+        srv.send_signal(signal.SIGTERM)
+        thread.join(15)
+        assert "error" not in result, result
+        assert result["response"][0] == 200 and result["response"][2] == b"slept 1.0"
+        assert srv.wait(15) == 0
+
+
+def test_sighup_rolling_restart_without_failures():
+    with running("edge_apps:info", "--workers", "2", ready=2) as srv:
+        old = set(srv.worker_pids())
+        with RequestLoop(srv.port) as loop:
+            assert wait_until(lambda: loop.ok >= 20, timeout=10)
+            srv.send_signal(signal.SIGHUP)
+            srv.wait_for("Received SIGHUP")
+            srv.wait_ready(4, timeout=30)
+            assert wait_until(lambda: not any(pid_alive(pid) for pid in old), timeout=20), srv.output()
+            served_before = loop.ok
+            assert wait_until(lambda: loop.ok >= served_before + 20, timeout=10)
+        new = set(srv.worker_pids()) - old
+        assert len(new) == 2
+        assert srv.children() == new
+        assert loop.failures == [], loop.failures[:5]
+        assert set(loop.pids) & old and set(loop.pids) & new  # served across the restart
+        assert collect_pids(srv.port, 2) == new
+
+
+def test_worker_import_failure_exits_with_one_line():
+    result = run_cli("no_such_module_xyz:app", "--workers", "2", "--port", str(free_port()))
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tether: error:")]
+    assert errors == ["tether: error: could not import module 'no_such_module_xyz'"], result.stderr
+    assert "Traceback" not in result.stderr
+    assert " ERROR " not in result.stderr, result.stderr  # no second, log-formatted copy of the error
+    assert "died" not in result.stderr  # the supervisor did not keep restarting it
+
+
+def test_worker_import_exception_exits_with_one_line():
+    result = run_cli("edge_broken:app", "--workers", "2", "--port", str(free_port()))
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tether: error:")]
+    assert len(errors) == 1 and "broken on purpose" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_workers_need_an_import_string():
+    code = (
+        "import tether\n"
+        "async def app(scope, receive, send): pass\n"
+        f"tether.run(app, workers=2, port={free_port()})\n"
+    )
+    import subprocess
+    import sys
+
+    from tests.apps.edge_helpers import tether_env
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, env=tether_env())
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "tether: error: --workers and --reload need the app as an import string, like 'main:app'"
+    ]
+
+
+def test_limit_max_requests_recycles_workers():
+    with running("edge_apps:info", "--workers", "2", "--limit-max-requests", "5", ready=2) as srv:
+        first = set(srv.worker_pids())
+        pids = []
+        for _ in range(30):
+            pids.append(pid_of_response(srv.port))
+        srv.wait_for("exited (recycled)", timeout=10)
+        assert wait_until(lambda: len(srv.worker_pids()) >= 4, timeout=15)
+        assert len(set(pids)) >= 3, pids  # new workers took over
+        assert set(pids) - first
+        assert len(srv.children()) == 2 or wait_until(lambda: len(srv.children()) == 2, timeout=10)
+        # Still serving after the recycling.
+        assert pid_of_response(srv.port) in srv.children()
+        assert srv.stop() == 0
+
+
+def test_limit_max_requests_with_workers_loses_no_request():
+    with running("edge_apps:info", "--workers", "2", "--limit-max-requests", "10", ready=2) as srv:
+        with RequestLoop(srv.port) as loop:
+            assert wait_until(lambda: loop.ok >= 60, timeout=30), (loop.ok, loop.failures[:3])
+        assert loop.failures == [], loop.failures[:5]
+        assert len(set(loop.pids)) >= 4
