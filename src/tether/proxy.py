@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from typing import Any
 
 
 def _trusted(host: str, settings: Any) -> bool:
-    if settings.trust_all_proxies:
-        return True
+    return settings.trust_all_proxies or _trusted_by(host, tuple(settings.trusted_proxies))
+
+
+@lru_cache(maxsize=1024)
+def _trusted_by(host: str, networks: tuple) -> bool:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         return False  # a unix socket path: trusted only with "*"
-    return any(address in network for network in settings.trusted_proxies)
+    return any(address in network for network in networks)
 
 
 def apply_proxy_headers(scope: dict, settings: Any) -> None:
-    client = scope["client"]
-    if client is None or not _trusted(client[0], settings):
-        return
     forwarded_for = forwarded_proto = None
     for name, value in scope["headers"]:
         if name == b"x-forwarded-for":
             forwarded_for = value
         elif name == b"x-forwarded-proto":
             forwarded_proto = value
+    if forwarded_for is None and forwarded_proto is None:
+        return  # the common case costs one scan of the header names
+    client = scope["client"]
+    if client is None or not _trusted(client[0], settings):
+        return
     if forwarded_proto is not None:
         proto = forwarded_proto.decode("latin-1").split(",")[-1].strip().lower()
         if proto in ("http", "https", "ws", "wss"):

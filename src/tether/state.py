@@ -49,7 +49,8 @@ class ServerState:
         self.default_header_lines = b"".join(lines)
         self.date_header = config.date_header
         self.proxy_headers = config.proxy_headers
-        self.trust_all_proxies, self.trusted_proxies = config.forwarded_ips()
+        self.trust_all_proxies, proxies = config.forwarded_ips()
+        self.trusted_proxies = tuple(proxies)
         self.max_head_size = 65536
         self.max_requests = None
         self.is_ssl = config.is_ssl
