@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+from time import monotonic as _now  # loop.time() is 1 ms coarse under uvloop
 from typing import Any, Callable
 
 from .errors import ClientDisconnected
@@ -172,7 +173,7 @@ class RequestCycle:
         self.gone_event: asyncio.Event | None = None
         self.task: asyncio.Task | None = None
         self.app_done = False
-        self.started_at = self.loop.time()
+        self.started_at = _now()
         self.shield_depth = 0
         self.cancel_pending = False
         self.cancelled_by_policy = False
@@ -202,7 +203,7 @@ class RequestCycle:
         if self.state == DONE or self.app_done or self.task is None:
             return  # a finished response, or a queued request that never started
         # The response is unfinished: the app's work is abandoned from now on.
-        self.left_at = self.loop.time()
+        self.left_at = _now()
         if not self.body_complete:
             phase = "mid_body"
         elif self.state < STREAMING:
@@ -399,7 +400,7 @@ class RequestCycle:
             self.cancel_handle.cancel()
             self.cancel_handle = None
         if self.left_at:
-            abandoned = self.loop.time() - self.left_at
+            abandoned = _now() - self.left_at
             STATS.abandoned(abandoned, self.cancelled_by_policy)
             self.log_access(499, f" abandoned {abandoned * 1000:.1f}ms" + (" cancelled" if self.cancelled_by_policy else ""))
         self.conn.app_finished(self)
@@ -430,7 +431,7 @@ class RequestCycle:
                 http_version=scope["http_version"],
                 status=status,
                 bytes=self.bytes_sent,
-                duration_ms=(self.loop.time() - self.started_at) * 1000,
+                duration_ms=(_now() - self.started_at) * 1000,
                 note=note,
             )
         )

@@ -41,7 +41,10 @@ class HangupWatcher:
         mask = (FIN | HUP | ERR if fin else HUP | ERR) | ONESHOT
         try:
             if fd in self._owners:
-                self._epoll.modify(fd, mask)
+                try:
+                    self._epoll.modify(fd, mask)
+                except FileNotFoundError:  # the fd number was reused: a new socket
+                    self._epoll.register(fd, mask)
             else:
                 self._epoll.register(fd, mask)
         except OSError:
