@@ -22,7 +22,7 @@ from typing import Any, Callable
 import pytest
 
 import tether
-from tests.conftest import serve
+from tests.conftest import serve, wait_until
 
 WITHIN = 1.0  # seconds: the generous bound for "the app learns at once"
 HOWS = ("fin", "rst")
@@ -136,17 +136,6 @@ def recv_to_eof(sock: socket.socket, timeout: float = 5.0) -> bytes:
         if not more:
             return data
         data += more
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.01)
 
 
 def server_idle(srv: Any, timeout: float = 5.0) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
-from tests.conftest import serve
+from tests.conftest import serve, wait_until
 
 TIMEOUT = 5.0  # seconds, for every network operation
 
@@ -216,17 +216,6 @@ def request(method: str = "GET", path: str = "/", headers: tuple | list = (), bo
 
 def chunked(*parts: bytes, trailers: bytes = b"") -> bytes:
     return b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in parts if p) + b"0\r\n" + trailers + b"\r\n"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.01)
 
 
 def server_idle(srv: Any, timeout: float = TIMEOUT) -> None:

@@ -74,6 +74,8 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         error_logger.info("Supervisor (pid %d) starting %d worker(s)", os.getpid(), self.config.workers)
         try:
+            if self.config.reload:  # said before any worker runs, so it always precedes their lines
+                error_logger.info("Watching for changes in %s", ", ".join(self._reload_dirs()))
             for _ in range(self.config.workers):
                 self._spawn()
             if self.config.reload:
@@ -92,14 +94,16 @@ class Supervisor:
             raise ConfigError(self.failure)  # printed once, as "tether: error: ..."
         return self.exit_code
 
+    def _reload_dirs(self) -> list[str]:
+        return [os.path.abspath(d) for d in (self.config.reload_dirs or [self.config.app_dir or "."])]
+
     def _run_reload(self, wake_r: int) -> None:
         import threading
 
         import watchfiles
 
         stop = threading.Event()
-        dirs = [os.path.abspath(d) for d in (self.config.reload_dirs or [self.config.app_dir or "."])]
-        error_logger.info("Watching for changes in %s", ", ".join(dirs))
+        dirs = self._reload_dirs()
         for changes in watchfiles.watch(
             *dirs, watch_filter=ReloadFilter(self.config), stop_event=stop, yield_on_timeout=True, rust_timeout=200,
             debounce=200, raise_interrupt=False,
