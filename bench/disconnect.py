@@ -15,7 +15,6 @@ Results: bench/results/disconnect-<time>.json and disconnect-latest.md.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import socket
 import statistics
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.servers import BENCH, Running, machine  # noqa: E402
+from bench.servers import Running, machine  # noqa: E402
 from bench.report import percentile, write_results  # noqa: E402
 
 APP = "bench.apps.disconnect_app:app"

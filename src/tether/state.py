@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from email.utils import formatdate
-from typing import Any, Callable
+from typing import Callable
 
 from .config import Config
 from .hangup import HangupWatcher

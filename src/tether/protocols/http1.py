@@ -536,12 +536,11 @@ class HTTP1Protocol(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def send_head(self, cycle: RequestCycle, status: int, headers: Any, body: bytes, more: bool) -> None:
-        settings = self.settings
         if cycle.expect_100 and self.parsing is cycle:
             self.keep_alive = False  # the client still holds back the body: what it sends next is that body
         info = build_head(
             status, headers, len(body), more, self.keep_alive, self.http11, self.head_request,
-            settings.default_header_lines + settings.date_line if settings.date_header else settings.default_header_lines,
+            self._default_lines(),
         )
         self.keep_alive = info.keep_alive
         self.head_info = info

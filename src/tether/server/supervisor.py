@@ -27,6 +27,7 @@ from ..logs import error_logger
 from .worker import STARTUP_FAILED, run_worker
 
 READY_TIMEOUT = 60.0
+CRASH_LOOP_SECONDS = 1.0
 
 
 class WorkerProcess:
@@ -203,6 +204,9 @@ class Supervisor:
                 error_logger.info("Worker %d exited (recycled): starting a new one", pid)
             else:
                 error_logger.warning("Worker %d died (exit status %d): starting a new one", pid, code)
+                if time.monotonic() - worker.started_at < CRASH_LOOP_SECONDS:
+                    # Died right after starting: back off, or a crash loop would eat a core.
+                    self.retry_at = time.monotonic() + CRASH_LOOP_SECONDS
 
     def _rolling_restart(self) -> None:
         error_logger.info("Received SIGHUP: restarting workers one by one")
