@@ -24,7 +24,7 @@ class ServerState:
         "proxy_headers", "trust_all_proxies", "trusted_proxies", "max_head_size",
         "max_requests", "is_ssl",
         # live values
-        "date_line", "in_flight", "total_requests", "shutting_down", "on_max_requests",
+        "date_line", "head_lines", "in_flight", "total_requests", "shutting_down", "on_max_requests",
     )
 
     def __init__(self, config: Config, app: Callable, loop: asyncio.AbstractEventLoop) -> None:
@@ -66,6 +66,7 @@ class ServerState:
         now = time.time()
         if self.date_header:
             self.date_line = b"date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+        self.head_lines = self.default_header_lines + self.date_line  # once a second, not per response
         deadline = self.loop.time() - self.timeout_keep_alive
         for conn in list(self.connections):
             if conn.idle_since and conn.idle_since < deadline:

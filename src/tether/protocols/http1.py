@@ -634,8 +634,7 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def _default_lines(self) -> bytes:
         """server, date and --header lines for responses Tether writes itself (errors)."""
-        settings = self.settings
-        return settings.default_header_lines + settings.date_line if settings.date_header else settings.default_header_lines
+        return self.settings.head_lines
 
     def abort_response(self, cycle: RequestCycle) -> None:
         self.keep_alive = False

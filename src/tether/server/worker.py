@@ -33,6 +33,7 @@ class Server:
         self.should_exit = False
         self.force_exit = False
         self.started = False
+        self.on_started: Any = None  # called once the sockets are served (the supervisor's readiness)
         self.state: ServerState | None = None
         self._exit_event: asyncio.Event | None = None
         self._servers: list = []
@@ -68,6 +69,8 @@ class Server:
             self._servers.append(server)
             error_logger.info("Tether running on %s (pid %d, Press CTRL+C to quit)", describe(sock, config.is_ssl), os.getpid())
         self.started = True
+        if self.on_started is not None:
+            self.on_started()
         ticker = loop.create_task(self._tick())
         try:
             await self._exit_event.wait()
@@ -173,15 +176,9 @@ def run_worker(config: Config, sockets: list[socket.socket] | None, ready: Any =
     """
     server = Server(config)
 
+    server.on_started = ready
+
     async def main() -> None:
-        task = asyncio.current_task()
-        if ready is not None:
-            async def notify() -> None:
-                while not server.started and not task.done():  # type: ignore[union-attr]
-                    await asyncio.sleep(0.01)
-                if server.started:  # not when serve() failed: that is no ready worker
-                    ready()
-            asyncio.get_running_loop().create_task(notify())
         await server.serve(sockets)
 
     try:
