@@ -1,6 +1,9 @@
 """The ASGI request cycle: receive/send, the disconnect signal and the cancellation policy.
 
-One ``RequestCycle`` exists per HTTP request (per HTTP/2 stream), whatever the wire protocol.
+``Cycle`` is what every protocol shares: the client-gone signal, the ``tether.disconnect``
+extension, the app task and the cancel policy. ``RequestCycle`` (here) is one HTTP request
+(per HTTP/2 stream), whatever the wire protocol; ``WebSocketCycle`` (websocket_cycle.py) is one
+WebSocket session.
 Protocols translate bytes into calls on the cycle (``feed_body``, ``end_body``,
 ``client_gone``) and the cycle calls back into the protocol (``conn.send_head`` & co.) to put
 the response on the wire. Everything about *what the application is told, and when* lives
@@ -66,7 +69,7 @@ class DisconnectSignal:
 
     __slots__ = ("_cycle",)
 
-    def __init__(self, cycle: "RequestCycle") -> None:
+    def __init__(self, cycle: "Cycle") -> None:
         self._cycle = cycle
 
     def is_set(self) -> bool:
@@ -102,7 +105,7 @@ class Shield:
 
     __slots__ = ("_cycle",)
 
-    def __init__(self, cycle: "RequestCycle") -> None:
+    def __init__(self, cycle: "Cycle") -> None:
         self._cycle = cycle
 
     def __enter__(self) -> "Shield":
@@ -123,22 +126,19 @@ class Shield:
         self.__exit__(*exc_info)
 
 
-class RequestCycle:
+class Cycle:
+    """What every ASGI connection scope shares, whatever the protocol: the client-gone signal,
+    the receive() waiters, the app task, and the cancellation policy.
+
+    Subclasses (``RequestCycle`` here, ``WebSocketCycle``) say what "the work is finished"
+    means (``work_finished``), in which phase a departure abandons work (``abandon_phase``),
+    and how an abandoned request is logged (``log_abandoned``).
+    """
+
     __slots__ = (
         "scope",
         "conn",
         "loop",
-        # request body
-        "body",
-        "body_complete",
-        "body_delivered",
-        "expect_100",
-        # response
-        "state",
-        "status",
-        "headers",
-        "trailers",
-        "bytes_sent",
         # client / disconnect
         "client_left",
         "left_at",
@@ -154,19 +154,10 @@ class RequestCycle:
         "cancel_handle",
     )
 
-    def __init__(self, scope: dict, conn: Any, expect_100: bool = False) -> None:
+    def __init__(self, scope: dict, conn: Any) -> None:
         self.scope = scope
         self.conn = conn
         self.loop = conn.loop
-        self.body = b""
-        self.body_complete = False
-        self.body_delivered = False
-        self.expect_100 = expect_100
-        self.state = IDLE
-        self.status = 0
-        self.headers: Any = ()
-        self.trailers = False
-        self.bytes_sent = 0
         self.client_left = False
         self.left_at = 0.0
         self.waiters: list | None = None
@@ -180,6 +171,125 @@ class RequestCycle:
         self.cancel_handle: asyncio.TimerHandle | None = None
         scope["extensions"]["tether.disconnect"] = DisconnectSignal(self)
 
+    # ------------------------------------------------------------------ what subclasses define
+    def work_finished(self) -> bool:
+        """True once the app's answer is complete: nothing it does after that is abandoned."""
+        raise NotImplementedError
+
+    def abandon_phase(self) -> str:
+        """The STATS phase a departure now falls in (only asked while the work is unfinished)."""
+        raise NotImplementedError
+
+    def log_abandoned(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ protocol -> cycle
+    def client_gone(self) -> None:
+        """The client left (FIN/RST/stream reset/close frame/dead peer). Idempotent."""
+        if self.client_left:
+            return
+        self.client_left = True
+        if self.waiters:
+            self._wake()
+        if self.gone_event is not None:
+            self.gone_event.set()
+        if self.app_done or self.task is None or self.work_finished():
+            return  # a finished answer, or a queued request that never started
+        # The answer is unfinished: the app's work is abandoned from now on.
+        self.left_at = _now()
+        STATS.disconnected(self.abandon_phase())
+        settings = self.conn.settings
+        if settings.cancel_on_disconnect:
+            grace = settings.disconnect_grace
+            if grace > 0:
+                self.cancel_handle = self.loop.call_later(grace, self.cancel_app)
+            else:
+                self.cancel_app()
+
+    def cancel_app(self) -> None:
+        """Apply the cancel policy now (or when the outermost shield exits)."""
+        self.cancel_handle = None
+        if self.app_done or self.task is None or self.work_finished():
+            return
+        if self.shield_depth:
+            self.cancel_pending = True
+            return
+        self.cancelled_by_policy = True
+        self.task.cancel()
+
+    # ------------------------------------------------------------------ receive() waiting
+    async def _wait(self) -> None:
+        future = self.loop.create_future()
+        if self.waiters is None:
+            self.waiters = [future]
+        else:
+            self.waiters.append(future)
+        await future
+
+    def _wake(self) -> None:
+        waiters, self.waiters = self.waiters, None
+        for future in waiters:  # type: ignore[union-attr]
+            if not future.done():
+                future.set_result(None)
+
+    # ------------------------------------------------------------------ the end of the app
+    def _app_finished(self) -> None:
+        self.app_done = True
+        if self.cancel_handle is not None:
+            self.cancel_handle.cancel()
+            self.cancel_handle = None
+        if self.left_at:
+            abandoned = _now() - self.left_at
+            STATS.abandoned(abandoned, self.cancelled_by_policy)
+            self.log_abandoned(abandoned)
+        self.conn.app_finished(self)
+        # scope -> extensions -> DisconnectSignal -> cycle -> scope is a reference cycle; break
+        # it so that a finished request is freed at once instead of by the cyclic GC.
+        self.scope = _FINISHED_SCOPE
+
+
+class RequestCycle(Cycle):
+    """One HTTP request (an HTTP/1.1 message or an HTTP/2 stream)."""
+
+    __slots__ = (
+        # request body
+        "body",
+        "body_complete",
+        "body_delivered",
+        "expect_100",
+        # response
+        "state",
+        "status",
+        "headers",
+        "trailers",
+        "bytes_sent",
+    )
+
+    def __init__(self, scope: dict, conn: Any, expect_100: bool = False) -> None:
+        Cycle.__init__(self, scope, conn)
+        self.body = b""
+        self.body_complete = False
+        self.body_delivered = False
+        self.expect_100 = expect_100
+        self.state = IDLE
+        self.status = 0
+        self.headers: Any = ()
+        self.trailers = False
+        self.bytes_sent = 0
+
+    def work_finished(self) -> bool:
+        return self.state == DONE
+
+    def abandon_phase(self) -> str:
+        if not self.body_complete:
+            return "mid_body"
+        if self.state < STREAMING:
+            return "before_response"
+        return "mid_stream"
+
+    def log_abandoned(self, seconds: float) -> None:
+        self.log_access(499, f" abandoned {seconds * 1000:.1f}ms" + (" cancelled" if self.cancelled_by_policy else ""))
+
     # ------------------------------------------------------------------ protocol -> cycle
     def feed_body(self, chunk: bytes) -> None:
         self.body = self.body + chunk if self.body else chunk
@@ -190,45 +300,6 @@ class RequestCycle:
         self.body_complete = True
         if self.waiters:
             self._wake()
-
-    def client_gone(self) -> None:
-        """The client left (FIN/RST/stream reset/dead peer). Idempotent."""
-        if self.client_left:
-            return
-        self.client_left = True
-        if self.waiters:
-            self._wake()
-        if self.gone_event is not None:
-            self.gone_event.set()
-        if self.state == DONE or self.app_done or self.task is None:
-            return  # a finished response, or a queued request that never started
-        # The response is unfinished: the app's work is abandoned from now on.
-        self.left_at = _now()
-        if not self.body_complete:
-            phase = "mid_body"
-        elif self.state < STREAMING:
-            phase = "before_response"
-        else:
-            phase = "mid_stream"
-        STATS.disconnected(phase)
-        settings = self.conn.settings
-        if settings.cancel_on_disconnect and self.task is not None:
-            grace = settings.disconnect_grace
-            if grace > 0:
-                self.cancel_handle = self.loop.call_later(grace, self.cancel_app)
-            else:
-                self.cancel_app()
-
-    def cancel_app(self) -> None:
-        """Apply the cancel policy now (or when the outermost shield exits)."""
-        self.cancel_handle = None
-        if self.app_done or self.state == DONE or self.task is None:
-            return
-        if self.shield_depth:
-            self.cancel_pending = True
-            return
-        self.cancelled_by_policy = True
-        self.task.cancel()
 
     # ------------------------------------------------------------------ ASGI receive
     async def receive(self) -> dict:
@@ -255,20 +326,6 @@ class RequestCycle:
         else:
             self.conn.body_consumed()
         return {"type": "http.request", "body": body, "more_body": more}
-
-    async def _wait(self) -> None:
-        future = self.loop.create_future()
-        if self.waiters is None:
-            self.waiters = [future]
-        else:
-            self.waiters.append(future)
-        await future
-
-    def _wake(self) -> None:
-        waiters, self.waiters = self.waiters, None
-        for future in waiters:  # type: ignore[union-attr]
-            if not future.done():
-                future.set_result(None)
 
     # ------------------------------------------------------------------ ASGI send
     async def send(self, message: dict) -> None:
@@ -393,20 +450,6 @@ class RequestCycle:
         elif self.state != DONE:
             self.state = DONE
             self.conn.abort_response(self)
-
-    def _app_finished(self) -> None:
-        self.app_done = True
-        if self.cancel_handle is not None:
-            self.cancel_handle.cancel()
-            self.cancel_handle = None
-        if self.left_at:
-            abandoned = _now() - self.left_at
-            STATS.abandoned(abandoned, self.cancelled_by_policy)
-            self.log_access(499, f" abandoned {abandoned * 1000:.1f}ms" + (" cancelled" if self.cancelled_by_policy else ""))
-        self.conn.app_finished(self)
-        # scope -> extensions -> DisconnectSignal -> cycle -> scope is a reference cycle; break
-        # it so that a finished request is freed at once instead of by the cyclic GC.
-        self.scope = _FINISHED_SCOPE
 
     # ------------------------------------------------------------------ logging
     def request_line(self) -> str:
