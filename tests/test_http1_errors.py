@@ -377,14 +377,14 @@ def test_limit_concurrency_answers_503_while_the_limit_is_reached() -> None:
 
 
 # ---------------------------------------------------------------------- Upgrade
-def test_websocket_upgrade_is_refused_with_400() -> None:
+def test_websocket_upgrade_is_refused_with_400_when_ws_is_off() -> None:
     calls: list = []
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
         calls.append(scope["type"])
         await respond(send)
 
-    with serve(app, lifespan="off") as srv:
+    with serve(app, lifespan="off", ws="none") as srv:
         with RawClient.to(srv) as client:
             client.send(request(path="/ws", headers=[
                 ("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"),

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import LIFESPAN_CHOICES, LOG_LEVELS, LOOP_CHOICES, ON_DISCONNECT_CHOICES, SSL_CERT_REQS, Config
+from .config import LIFESPAN_CHOICES, LOG_LEVELS, LOOP_CHOICES, ON_DISCONNECT_CHOICES, SSL_CERT_REQS, WS_CHOICES, Config
 from .errors import ConfigError
 
 D = Config.__dataclass_fields__  # defaults, so that CLI and API cannot drift apart
@@ -62,6 +62,13 @@ def default(name: str) -> Any:
 @click.option("--tcp-keepalive-idle", type=int, default=default("tcp_keepalive_idle"), show_default=True, help="Idle seconds before the first keep-alive probe.")
 @click.option("--tcp-keepalive-interval", type=int, default=default("tcp_keepalive_interval"), show_default=True, help="Seconds between keep-alive probes.")
 @click.option("--tcp-keepalive-count", type=int, default=default("tcp_keepalive_count"), show_default=True, help="Unanswered probes before the peer is declared gone.")
+@click.option("--ws", type=click.Choice(WS_CHOICES), default="auto", show_default=True, help="WebSocket support (none: upgrade requests get 400).")
+@click.option("--ws-max-size", type=int, default=default("ws_max_size"), show_default=True, help="Largest incoming WebSocket message in bytes; a bigger one closes with 1009.")
+@click.option("--ws-max-queue", type=int, default=default("ws_max_queue"), show_default=True, help="Incoming WebSocket messages queued for the app before reading pauses.")
+@click.option("--ws-ping-interval", type=float, default=default("ws_ping_interval"), show_default=True, help="Seconds between server pings on an open WebSocket (0: no pings).")
+@click.option("--ws-ping-timeout", type=float, default=default("ws_ping_timeout"), show_default=True, help="Seconds to wait for a pong before the peer is declared gone (0: wait forever).")
+@click.option("--ws-per-message-deflate/--no-ws-per-message-deflate", default=True, show_default=True, help="Offer permessage-deflate compression to WebSocket clients.")
+@click.option("--ws-close-timeout", type=float, default=default("ws_close_timeout"), show_default=True, help="Seconds to wait for the peer's close frame after sending ours.")
 @click.version_option(__version__, "--version", prog_name="tether", message="%(prog)s %(version)s")
 def cli(**options: Any) -> int:
     """Serve the ASGI application APP ("module:attribute"), or a demo app if APP is omitted."""

@@ -22,6 +22,7 @@ from .errors import ConfigError
 LOOP_CHOICES = ("auto", "asyncio", "uvloop")
 LIFESPAN_CHOICES = ("auto", "on", "off")
 ON_DISCONNECT_CHOICES = ("notify", "cancel")
+WS_CHOICES = ("auto", "none")
 LOG_LEVELS = {
     "critical": logging.CRITICAL,
     "error": logging.ERROR,
@@ -89,6 +90,14 @@ class Config:
     tcp_keepalive_idle: int = 10
     tcp_keepalive_interval: int = 5
     tcp_keepalive_count: int = 3
+    # WebSocket.
+    ws: str = "auto"
+    ws_max_size: int = 16 * 1024 * 1024
+    ws_max_queue: int = 32
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    ws_per_message_deflate: bool = True
+    ws_close_timeout: float = 5.0
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Config":
         # An unknown keyword is a ConfigError (one readable line), not the dataclass's TypeError.
@@ -111,6 +120,7 @@ class Config:
         choice("lifespan", LIFESPAN_CHOICES)
         choice("on_disconnect", ON_DISCONNECT_CHOICES)
         choice("ssl_cert_reqs", tuple(SSL_CERT_REQS))
+        choice("ws", WS_CHOICES)
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
         if not 0 <= self.port <= 65535:
@@ -121,7 +131,10 @@ class Config:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
-        for name in ("timeout_keep_alive", "disconnect_grace"):
+        for name in ("ws_max_size", "ws_max_queue"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        for name in ("timeout_keep_alive", "disconnect_grace", "ws_ping_interval", "ws_ping_timeout", "ws_close_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
         for name in ("tcp_keepalive_idle", "tcp_keepalive_interval", "tcp_keepalive_count"):

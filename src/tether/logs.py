@@ -12,7 +12,7 @@ import sys
 
 error_logger = logging.getLogger("tether.error")
 access_logger = logging.getLogger("tether.access")
-PHASES = ("mid_body", "before_response", "mid_stream")
+PHASES = ("mid_body", "before_response", "mid_stream", "websocket")
 
 
 class Stats:

@@ -15,6 +15,20 @@ from .config import Config
 from .hangup import HangupWatcher
 
 
+class WebSocketSettings:
+    """The --ws-* options, read once."""
+
+    __slots__ = ("max_size", "max_queue", "ping_interval", "ping_timeout", "per_message_deflate", "close_timeout")
+
+    def __init__(self, config: Config) -> None:
+        self.max_size = config.ws_max_size
+        self.max_queue = config.ws_max_queue
+        self.ping_interval = config.ws_ping_interval
+        self.ping_timeout = config.ws_ping_timeout
+        self.per_message_deflate = config.ws_per_message_deflate
+        self.close_timeout = config.ws_close_timeout
+
+
 class ServerState:
     __slots__ = (
         "app", "loop", "config", "connections", "tasks", "lifespan_state", "hangups",
@@ -22,7 +36,7 @@ class ServerState:
         "root_path", "access_log_format", "cancel_on_disconnect", "disconnect_grace",
         "limit_concurrency", "timeout_keep_alive", "default_header_lines", "date_header",
         "proxy_headers", "trust_all_proxies", "trusted_proxies", "max_head_size",
-        "max_requests", "is_ssl",
+        "max_requests", "is_ssl", "ws_enabled", "ws",
         # live values
         "date_line", "head_lines", "in_flight", "total_requests", "shutting_down", "on_max_requests",
     )
@@ -54,6 +68,8 @@ class ServerState:
         self.max_head_size = 65536
         self.max_requests = None
         self.is_ssl = config.is_ssl
+        self.ws_enabled = config.ws != "none"
+        self.ws = WebSocketSettings(config)
         self.date_line = b""
         self.in_flight = 0
         self.total_requests = 0

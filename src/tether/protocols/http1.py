@@ -182,7 +182,7 @@ class HTTP1Protocol(asyncio.Protocol):
         "sock", "url", "headers", "head_size", "expect_100", "parsing", "cycle", "pipeline",
         "keep_alive", "read_paused", "write_paused", "drain_waiters", "closed", "closing",
         "peer_fin", "probing", "idle_since", "head_info", "remaining", "head_request",
-        "http11", "upgrade", "in_head", "head_raw", "trailer_headers",
+        "http11", "upgrade", "in_head", "head_raw", "trailer_headers", "upgrade_scope",
     )
 
     def __init__(self, settings: Any) -> None:
@@ -215,6 +215,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self.in_head = False
         self.head_raw = 0
         self.trailer_headers: list = []
+        self.upgrade_scope: dict | None = None  # a WebSocket handshake, until it is handed over
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: Any) -> None:
@@ -305,8 +306,8 @@ class HTTP1Protocol(asyncio.Protocol):
         self.idle_since = 0.0
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._handle_upgrade()
+        except httptools.HttpParserUpgrade as upgrade:
+            self._handle_upgrade(data[upgrade.args[0]:])
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _HeadTooLarge):
                 self._reject(431, b"Request header fields too large")
@@ -390,7 +391,8 @@ class HTTP1Protocol(asyncio.Protocol):
             self.upgrade = next((v.lower() for n, v in self.headers if n == b"upgrade"), b"?")
             keep_alive = False
             if b"websocket" in self.upgrade:
-                return  # answered when the parser reports the upgrade (_handle_upgrade)
+                self.upgrade_scope = scope
+                return  # handed over when the parser reports the upgrade (_handle_upgrade)
         cycle = RequestCycle(scope, self, self.expect_100 and self.http11)
         self.parsing = cycle
         if self.cycle is None:
@@ -448,7 +450,9 @@ class HTTP1Protocol(asyncio.Protocol):
         if self.cycle is not cycle:
             return
         self.cycle = None
-        if not self.keep_alive or self.closed:
+        if self.upgrade_scope is not None and not self.closed:
+            self._switch_to_websocket()
+        elif not self.keep_alive or self.closed:
             self._close()
         elif self.pipeline:
             self._start(*self.pipeline.popleft())
@@ -518,14 +522,37 @@ class HTTP1Protocol(asyncio.Protocol):
         else:
             self._pause_reading()
 
-    def _handle_upgrade(self) -> None:
-        # WebSocket is a later layer; until it exists an upgrade to it is refused clearly.
+    def _handle_upgrade(self, rest: bytes) -> None:
         # Other upgrades (h2c) are ignored: the request is served as HTTP/1.1, then closed,
         # since what follows the head on the wire is not HTTP/1.1 any more.
-        if b"websocket" in self.upgrade:
-            self._reject(400, b"Unsupported upgrade request")
-        else:
+        if b"websocket" not in self.upgrade:
             self._pause_reading()
+            return
+        if not self.settings.ws_enabled:
+            self.upgrade_scope = None
+            self._reject(400, b"Unsupported upgrade request")
+            return
+        self.upgrade_scope["early_data"] = rest  # type: ignore[index]
+        if self.cycle is None:
+            self._switch_to_websocket()
+        else:  # pipelined behind a response still in progress: hand over once it is done
+            self._pause_reading()
+
+    def _switch_to_websocket(self) -> None:
+        from .websocket import WebSocketProtocol  # (imports websockets only when first used)
+
+        scope, self.upgrade_scope = self.upgrade_scope, None
+        early_data = scope.pop("early_data")  # type: ignore[union-attr]
+        settings = self.settings
+        settings.connections.discard(self)
+        if self.read_paused:
+            self.read_paused = False
+            settings.hangups.unwatch(self.fd, self)
+            self.transport.resume_reading()
+        self.closed = True  # this protocol object is done with the connection
+        websocket = WebSocketProtocol(settings, self.transport, self.fd)
+        self.transport.set_protocol(websocket)
+        websocket.start(scope, early_data)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ cycle -> wire
     def supports_trailers(self, cycle: RequestCycle) -> bool:

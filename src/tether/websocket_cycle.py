@@ -1,0 +1,244 @@
+"""The ASGI side of one WebSocket session: receive/send for the ``websocket`` scope.
+
+The wire side (frames, handshake bytes, pings, the close handshake) is
+``protocols/websocket.py``; this module decides what the application is told and when, on the
+same ``Cycle`` base as HTTP requests, so the disconnect signal, the ``tether.disconnect``
+extension and ``--on-disconnect cancel`` behave exactly as they do for HTTP.
+
+The session's states, as the app sees them:
+
+* HANDSHAKE: the app has been called and has not answered yet. It may send
+  ``websocket.accept`` (-> OPEN), ``websocket.close`` (-> 403, CLOSED), or start an HTTP
+  response with the ``websocket.http.response`` extension (-> RESPONDING).
+* OPEN: messages both ways; ``websocket.close`` from the app -> CLOSED.
+* RESPONDING: the denial response's body is being streamed; its last part -> CLOSED.
+* CLOSED: the app has ended the session; nothing more may be sent.
+
+Independently, the peer may leave at any moment (close frame, FIN, RST, ping timeout, a
+protocol error it caused): ``peer_left(code, reason)``. From then on ``receive()`` returns
+``websocket.disconnect`` with that code once the messages already received are consumed,
+``send()`` raises ``ClientDisconnected``, and, if the app is still in its session, the work is
+counted as abandoned and the cancel policy applies.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from time import monotonic as _now
+from typing import Any, Callable
+
+from .cycle import Cycle, _caused_by_disconnect
+from .errors import ClientDisconnected
+from .logs import access_logger, error_logger
+
+HANDSHAKE, OPEN, RESPONDING, CLOSED = range(4)
+_STATE_NAMES = ("before 'websocket.accept'", "on an open WebSocket", "while sending the HTTP response",
+                "after the WebSocket was closed")
+_DATA_TYPES = (bytes, bytearray, memoryview)
+_debug = error_logger.isEnabledFor
+
+
+class WebSocketCycle(Cycle):
+    __slots__ = ("state", "queue", "connect_delivered", "close_code", "close_reason", "status", "bytes_sent")
+
+    def __init__(self, scope: dict, conn: Any) -> None:
+        Cycle.__init__(self, scope, conn)
+        self.state = HANDSHAKE
+        self.queue: collections.deque = collections.deque()
+        self.connect_delivered = False
+        self.close_code = 1006
+        self.close_reason = ""
+        self.status = 0  # what the handshake was answered with: 101, 403, 500 or the app's status
+        self.bytes_sent = 0
+
+    # ------------------------------------------------------------------ Cycle's questions
+    def work_finished(self) -> bool:
+        return self.state == CLOSED
+
+    def abandon_phase(self) -> str:
+        return "websocket"
+
+    def log_abandoned(self, seconds: float) -> None:
+        pass  # the session's access line (log_session) carries it
+
+    # ------------------------------------------------------------------ protocol -> cycle
+    def deliver(self, message: dict) -> None:
+        self.queue.append(message)
+        if self.waiters:
+            self._wake()
+
+    def peer_left(self, code: int, reason: str = "") -> None:
+        """The session ended from the peer's side (or the connection broke). Idempotent."""
+        if self.client_left:
+            return
+        if self.state != CLOSED:
+            self.close_code, self.close_reason = code, reason
+        self.client_gone()
+
+    # ------------------------------------------------------------------ ASGI receive
+    async def receive(self) -> dict:
+        while True:
+            if not self.connect_delivered:
+                self.connect_delivered = True
+                return {"type": "websocket.connect"}
+            if self.queue and self.state != CLOSED:
+                message = self.queue.popleft()
+                self.conn.message_consumed(len(self.queue))
+                return message
+            if self.client_left or self.state == CLOSED:
+                return {"type": "websocket.disconnect", "code": self.close_code, "reason": self.close_reason}
+            await self._wait()
+
+    # ------------------------------------------------------------------ ASGI send
+    async def send(self, message: dict) -> None:
+        if self.client_left:
+            raise ClientDisconnected("the WebSocket client has disconnected")
+        mtype = message["type"]
+        state = self.state
+        conn = self.conn
+        if state == OPEN and mtype == "websocket.send":
+            text = message.get("text")
+            data = message.get("bytes")
+            if (text is None) == (data is None):
+                raise RuntimeError("'websocket.send' needs exactly one of 'text' and 'bytes'")
+            if text is not None:
+                if type(text) is not str:
+                    raise RuntimeError(f"'text' in 'websocket.send' must be str, not {type(text).__name__}")
+                self.bytes_sent += conn.send_text(text)
+            else:
+                if not isinstance(data, _DATA_TYPES):
+                    raise RuntimeError(f"'bytes' in 'websocket.send' must be bytes, not {type(data).__name__}")
+                self.bytes_sent += conn.send_bytes(data)
+        elif mtype == "websocket.close" and state in (HANDSHAKE, OPEN):
+            code = message.get("code")
+            code = 1000 if code is None else code
+            reason = message.get("reason") or ""
+            if type(code) is not int or type(reason) is not str:
+                raise RuntimeError("'code' in 'websocket.close' must be an int and 'reason' a str")
+            self.state = CLOSED
+            self.close_code, self.close_reason = code, reason
+            if state == HANDSHAKE:
+                self.status = 403
+                conn.deny(403)
+            else:
+                conn.close(code, reason)
+            if self.waiters:
+                self._wake()
+        elif mtype == "websocket.accept" and state == HANDSHAKE:
+            headers = message.get("headers") or ()
+            subprotocol = message.get("subprotocol")
+            if subprotocol is not None and type(subprotocol) is not str:
+                raise RuntimeError("'subprotocol' in 'websocket.accept' must be a str or None")
+            conn.accept(subprotocol, headers)
+            self.state = OPEN
+            self.status = 101
+        elif mtype == "websocket.http.response.start" and state == HANDSHAKE:
+            status = message["status"]
+            if type(status) is not int or not 100 <= status <= 599 or status == 101:
+                raise RuntimeError(f"'status' in 'websocket.http.response.start' must be an int from 100 to 599 other than 101, not {status!r}")
+            conn.start_response(status, message.get("headers") or ())
+            self.state = RESPONDING
+            self.status = status
+        elif mtype == "websocket.http.response.body" and state == RESPONDING:
+            body = message.get("body", b"")
+            if not isinstance(body, _DATA_TYPES):
+                raise RuntimeError(f"'body' in 'websocket.http.response.body' must be bytes, not {type(body).__name__}")
+            more = bool(message.get("more_body", False))
+            conn.send_response_body(bytes(body), more)
+            self.bytes_sent += len(body)
+            if not more:
+                self.state = CLOSED
+                self.close_code = 1000
+                if self.waiters:
+                    self._wake()
+        else:
+            raise RuntimeError(f"Unexpected ASGI message {mtype!r} sent {_STATE_NAMES[state]}")
+        if conn.write_paused:
+            try:
+                await conn.drain()
+            except ClientDisconnected:
+                self.peer_left(1006)
+                raise
+
+    # ------------------------------------------------------------------ the app task
+    async def run_asgi(self, app: Callable) -> None:
+        try:
+            result = await app(self.scope, self.receive, self.send)
+        except BaseException as exc:  # the app's failure is ours to report, whatever it is
+            self._app_failed(exc)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        else:
+            if result is not None:
+                error_logger.error("ASGI callable returned a value (%r); it should return None", result)
+            self._app_returned()
+        finally:
+            self.log_session()
+            self._app_finished()
+
+    def _app_failed(self, exc: BaseException) -> None:
+        if self.client_left:
+            if _caused_by_disconnect(exc):
+                if _debug(logging.DEBUG):
+                    error_logger.debug("WebSocket %s ended with %s after the client left", self.scope["path"], type(exc).__name__)
+            else:
+                error_logger.error("Exception in ASGI application after the WebSocket client left (%s)", self.target(), exc_info=exc)
+            return
+        error_logger.error("Exception in ASGI application (WebSocket %s)", self.target(), exc_info=exc)
+        self._end_session(500, 1011)
+
+    def _app_returned(self) -> None:
+        if self.client_left:
+            return
+        if self.state == HANDSHAKE:
+            error_logger.error("ASGI callable returned without accepting or closing the WebSocket (%s)", self.target())
+        elif self.state == RESPONDING:
+            error_logger.error("ASGI callable returned without completing the HTTP response (%s)", self.target())
+        self._end_session(500, 1000)
+
+    def _end_session(self, status: int, code: int) -> None:
+        """The app is finished: whatever state it left the session in, end it properly."""
+        state, self.state = self.state, CLOSED
+        if state == HANDSHAKE:
+            self.status = status
+            self.conn.deny(status)
+        elif state == OPEN:
+            self.close_code = code
+            self.conn.close(code, "")
+        elif state == RESPONDING:
+            self.conn.abort()
+
+    # ------------------------------------------------------------------ logging
+    def target(self) -> str:
+        scope = self.scope
+        query = scope["query_string"]
+        path = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
+        return f"{path}?{query.decode('latin-1')}" if query else path
+
+    def log_session(self) -> None:
+        """One access line per session, when the app is done with it."""
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
+        scope = self.scope
+        client = scope.get("client")
+        if self.status == 101:
+            note = f" websocket closed {self.close_code}"
+            if self.left_at:
+                note += f" abandoned {(_now() - self.left_at) * 1000:.1f}ms" + (" cancelled" if self.cancelled_by_policy else "")
+        else:
+            note = " websocket denied"
+        access_logger.info(
+            self.conn.settings.access_log_format.format(
+                client=f"{client[0]}:{client[1]}" if client else "-",
+                request_line=f"WebSocket {self.target()}",
+                method="GET",
+                path=scope["path"],
+                query_string=scope["query_string"].decode("latin-1"),
+                http_version=scope["http_version"],
+                status=self.status or 1006,
+                bytes=self.bytes_sent,
+                duration_ms=(_now() - self.started_at) * 1000,
+                note=note,
+            )
+        )
