@@ -73,7 +73,7 @@ class WebSocketCycle(Cycle):
         if self.client_left:
             return
         if self.state != CLOSED:
-            self.close_code, self.close_reason = code, reason
+            self.close_code, self.close_reason = int(code), reason  # (websockets gives an IntEnum)
         self.client_gone()
 
     # ------------------------------------------------------------------ ASGI receive
