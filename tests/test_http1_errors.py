@@ -397,8 +397,8 @@ def test_websocket_upgrade_is_refused_with_400_when_ws_is_off() -> None:
         assert_still_serving(srv)
 
 
-def test_h2c_upgrade_is_served_as_http11() -> None:
-    with serve(echo_path, lifespan="off") as srv:
+def test_h2c_upgrade_is_served_as_http11_with_http_1() -> None:
+    with serve(echo_path, lifespan="off", http="1") as srv:
         with RawClient.to(srv) as client:
             client.send(request(path="/h2c", headers=[
                 ("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"), ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"),
@@ -409,6 +409,12 @@ def test_h2c_upgrade_is_served_as_http11() -> None:
             assert "upgrade" not in response
         result = httpx.get(srv.url + "/h2c2", headers={"Upgrade": "h2c", "Connection": "Upgrade"}, timeout=TIMEOUT)
         assert result.status_code == 200 and result.text == "GET /h2c2 0"
+
+
+def test_h2c_upgrade_without_http2_settings_is_served_as_http11() -> None:
+    with serve(echo_path, lifespan="off") as srv:  # RFC 7540 §3.2.1: HTTP2-Settings is required
+        result = httpx.get(srv.url + "/h2c3", headers={"Upgrade": "h2c", "Connection": "Upgrade"}, timeout=TIMEOUT)
+        assert result.status_code == 200 and result.text == "GET /h2c3 0" and result.http_version == "HTTP/1.1"
 
 
 def test_upgrade_header_without_connection_upgrade_is_a_plain_request() -> None:

@@ -89,13 +89,17 @@ def test_https_with_trusted_ca(certs):
             assert not data.startswith(b"HTTP/1.1 200")
 
 
-def test_alpn_http11(certs):
-    with running("simple_apps:hello", *certs.server_args()) as srv:
+@pytest.mark.parametrize("mode, offered, chosen", [
+    ("1", ["h2", "http/1.1"], "http/1.1"),
+    ("auto", ["http/1.1"], "http/1.1"),
+])
+def test_alpn_http11(certs, mode, offered, chosen):
+    with running("simple_apps:hello", *certs.server_args(), "--http", mode) as srv:
         context = certs.client_context()
-        context.set_alpn_protocols(["h2", "http/1.1"])
+        context.set_alpn_protocols(offered)
         with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as raw:
             with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                assert tls.selected_alpn_protocol() == "http/1.1"
+                assert tls.selected_alpn_protocol() == chosen
                 tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 data = b""
                 while chunk := tls.recv(4096):

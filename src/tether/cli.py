@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import LIFESPAN_CHOICES, LOG_LEVELS, LOOP_CHOICES, ON_DISCONNECT_CHOICES, SSL_CERT_REQS, WS_CHOICES, Config
+from .config import LIFESPAN_CHOICES, LOG_LEVELS, LOOP_CHOICES, ON_DISCONNECT_CHOICES, SSL_CERT_REQS, WS_CHOICES, HTTP_CHOICES, Config
 from .errors import ConfigError
 
 D = Config.__dataclass_fields__  # defaults, so that CLI and API cannot drift apart
@@ -62,6 +62,13 @@ def default(name: str) -> Any:
 @click.option("--tcp-keepalive-idle", type=int, default=default("tcp_keepalive_idle"), show_default=True, help="Idle seconds before the first keep-alive probe.")
 @click.option("--tcp-keepalive-interval", type=int, default=default("tcp_keepalive_interval"), show_default=True, help="Seconds between keep-alive probes.")
 @click.option("--tcp-keepalive-count", type=int, default=default("tcp_keepalive_count"), show_default=True, help="Unanswered probes before the peer is declared gone.")
+@click.option("--http", type=click.Choice(HTTP_CHOICES), default="auto", show_default=True, help="HTTP versions: auto (1.1, h2c, h2 by ALPN), 1 (HTTP/1.1 only) or 2 (HTTP/2 only).")
+@click.option("--h2-max-concurrent-streams", type=int, default=default("h2_max_concurrent_streams"), show_default=True, help="HTTP/2 streams a client may have open; more are refused (REFUSED_STREAM).")
+@click.option("--h2-max-header-list-size", type=int, default=default("h2_max_header_list_size"), show_default=True, help="Largest HTTP/2 header list accepted, in bytes (decoded).")
+@click.option("--h2-initial-window-size", type=int, default=default("h2_initial_window_size"), show_default=True, help="HTTP/2 flow-control window per stream: request body bytes buffered before the app reads.")
+@click.option("--h2-max-frame-size", type=int, default=default("h2_max_frame_size"), show_default=True, help="Largest HTTP/2 frame payload accepted.")
+@click.option("--h2-ping-interval", type=float, default=default("h2_ping_interval"), show_default=True, help="Seconds between server PINGs on an HTTP/2 connection (0: no pings).")
+@click.option("--h2-ping-timeout", type=float, default=default("h2_ping_timeout"), show_default=True, help="Seconds to wait for a PING ACK before the peer is declared gone (0: wait forever).")
 @click.option("--ws", type=click.Choice(WS_CHOICES), default="auto", show_default=True, help="WebSocket support (none: upgrade requests get 400).")
 @click.option("--ws-max-size", type=int, default=default("ws_max_size"), show_default=True, help="Largest incoming WebSocket message in bytes; a bigger one closes with 1009.")
 @click.option("--ws-max-queue", type=int, default=default("ws_max_queue"), show_default=True, help="Incoming WebSocket messages queued for the app before reading pauses.")

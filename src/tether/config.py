@@ -23,6 +23,7 @@ LOOP_CHOICES = ("auto", "asyncio", "uvloop")
 LIFESPAN_CHOICES = ("auto", "on", "off")
 ON_DISCONNECT_CHOICES = ("notify", "cancel")
 WS_CHOICES = ("auto", "none")
+HTTP_CHOICES = ("auto", "1", "2")
 LOG_LEVELS = {
     "critical": logging.CRITICAL,
     "error": logging.ERROR,
@@ -90,6 +91,14 @@ class Config:
     tcp_keepalive_idle: int = 10
     tcp_keepalive_interval: int = 5
     tcp_keepalive_count: int = 3
+    # HTTP/2.
+    http: str = "auto"
+    h2_max_concurrent_streams: int = 100
+    h2_max_header_list_size: int = 65536
+    h2_initial_window_size: int = 65535
+    h2_max_frame_size: int = 16384
+    h2_ping_interval: float = 20.0
+    h2_ping_timeout: float = 20.0
     # WebSocket.
     ws: str = "auto"
     ws_max_size: int = 16 * 1024 * 1024
@@ -121,6 +130,14 @@ class Config:
         choice("on_disconnect", ON_DISCONNECT_CHOICES)
         choice("ssl_cert_reqs", tuple(SSL_CERT_REQS))
         choice("ws", WS_CHOICES)
+        choice("http", HTTP_CHOICES)
+        for name in ("h2_max_concurrent_streams", "h2_max_header_list_size", "h2_initial_window_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if not 1 <= self.h2_initial_window_size <= 2**31 - 1:
+            raise ConfigError("--h2-initial-window-size must be between 1 and 2147483647")
+        if not 16384 <= self.h2_max_frame_size <= 16777215:
+            raise ConfigError("--h2-max-frame-size must be between 16384 and 16777215 (RFC 9113)")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
         if not 0 <= self.port <= 65535:
@@ -134,7 +151,8 @@ class Config:
         for name in ("ws_max_size", "ws_max_queue"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        for name in ("timeout_keep_alive", "disconnect_grace", "ws_ping_interval", "ws_ping_timeout", "ws_close_timeout"):
+        for name in ("timeout_keep_alive", "disconnect_grace", "ws_ping_interval", "ws_ping_timeout", "ws_close_timeout",
+                     "h2_ping_interval", "h2_ping_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
         for name in ("tcp_keepalive_idle", "tcp_keepalive_interval", "tcp_keepalive_count"):
@@ -191,7 +209,7 @@ class Config:
                 context.set_ciphers(self.ssl_ciphers)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"TLS setup failed: {exc}") from None
-        context.set_alpn_protocols(["http/1.1"])
+        context.set_alpn_protocols({"auto": ["h2", "http/1.1"], "1": ["http/1.1"], "2": ["h2"]}[self.http])
         return context
 
     def configure_logging(self) -> None:

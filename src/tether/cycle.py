@@ -323,8 +323,7 @@ class RequestCycle(Cycle):
         more = not self.body_complete
         if not more:
             self.body_delivered = True
-        else:
-            self.conn.body_consumed()
+        self.conn.body_consumed()  # HTTP/1.1: resume reading; HTTP/2: grant the window back
         return {"type": "http.request", "body": body, "more_body": more}
 
     # ------------------------------------------------------------------ ASGI send

@@ -29,6 +29,21 @@ class WebSocketSettings:
         self.close_timeout = config.ws_close_timeout
 
 
+class HTTP2Settings:
+    """The --h2-* options, read once."""
+
+    __slots__ = ("max_concurrent_streams", "max_header_list_size", "initial_window_size", "max_frame_size",
+                 "ping_interval", "ping_timeout")
+
+    def __init__(self, config: Config) -> None:
+        self.max_concurrent_streams = config.h2_max_concurrent_streams
+        self.max_header_list_size = config.h2_max_header_list_size
+        self.initial_window_size = config.h2_initial_window_size
+        self.max_frame_size = config.h2_max_frame_size
+        self.ping_interval = config.h2_ping_interval
+        self.ping_timeout = config.h2_ping_timeout
+
+
 class ServerState:
     __slots__ = (
         "app", "loop", "config", "connections", "tasks", "lifespan_state", "hangups",
@@ -36,7 +51,7 @@ class ServerState:
         "root_path", "access_log_format", "cancel_on_disconnect", "disconnect_grace",
         "limit_concurrency", "timeout_keep_alive", "default_header_lines", "date_header",
         "proxy_headers", "trust_all_proxies", "trusted_proxies", "max_head_size",
-        "max_requests", "is_ssl", "ws_enabled", "ws",
+        "max_requests", "is_ssl", "ws_enabled", "ws", "http", "h2", "default_header_pairs", "h2_default_headers",
         # live values
         "date_line", "head_lines", "in_flight", "total_requests", "shutting_down", "on_max_requests",
     )
@@ -61,6 +76,8 @@ class ServerState:
         for name, value in config.encoded_default_headers():
             lines.append(name + b": " + value + b"\r\n")
         self.default_header_lines = b"".join(lines)
+        self.default_header_pairs = [(b"server", b"tether")] if config.server_header else []
+        self.default_header_pairs += config.encoded_default_headers()
         self.date_header = config.date_header
         self.proxy_headers = config.proxy_headers
         self.trust_all_proxies, proxies = config.forwarded_ips()
@@ -70,6 +87,8 @@ class ServerState:
         self.is_ssl = config.is_ssl
         self.ws_enabled = config.ws != "none"
         self.ws = WebSocketSettings(config)
+        self.http = config.http
+        self.h2 = HTTP2Settings(config)
         self.date_line = b""
         self.in_flight = 0
         self.total_requests = 0
@@ -83,6 +102,7 @@ class ServerState:
         if self.date_header:
             self.date_line = b"date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
         self.head_lines = self.default_header_lines + self.date_line  # once a second, not per response
+        self.h2_default_headers = self.default_header_pairs + ([(b"date", self.date_line[6:-2])] if self.date_line else [])
         deadline = self.loop.time() - self.timeout_keep_alive
         for conn in list(self.connections):
             if conn.idle_since and conn.idle_since < deadline:

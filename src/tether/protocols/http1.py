@@ -38,6 +38,7 @@ from ..proxy import apply_proxy_headers
 
 HIGH_WATER = 65536  # request body bytes buffered before reading pauses
 PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 # ---------------------------------------------------------------------- wire format (sans-I/O)
@@ -183,6 +184,7 @@ class HTTP1Protocol(asyncio.Protocol):
         "keep_alive", "read_paused", "write_paused", "drain_waiters", "closed", "closing",
         "peer_fin", "probing", "idle_since", "head_info", "remaining", "head_request",
         "http11", "upgrade", "in_head", "head_raw", "trailer_headers", "upgrade_scope",
+        "upgrade_rest", "fresh",
     )
 
     def __init__(self, settings: Any) -> None:
@@ -215,7 +217,9 @@ class HTTP1Protocol(asyncio.Protocol):
         self.in_head = False
         self.head_raw = 0
         self.trailer_headers: list = []
-        self.upgrade_scope: dict | None = None  # a WebSocket handshake, until it is handed over
+        self.upgrade_scope: dict | None = None  # a WebSocket or h2c upgrade, until it is handed over
+        self.upgrade_rest = b""  # what followed the upgrade request's head
+        self.fresh = True  # nothing received yet: the bytes may be an HTTP/2 preface
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: Any) -> None:
@@ -230,6 +234,9 @@ class HTTP1Protocol(asyncio.Protocol):
         self.scheme = "https" if self.settings.is_ssl else "http"
         self.idle_since = self.loop.time()
         self.settings.connections.add(self)
+        http = self.settings.http
+        if http == "2" or (http == "auto" and self.settings.is_ssl and _alpn(transport) == "h2"):
+            self._switch_to_http2(b"")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed:
@@ -304,6 +311,11 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.idle_since = 0.0
+        if self.fresh:
+            self.fresh = False
+            if data[:3] == b"PRI" and self.settings.http == "auto" and wants_http2(data):
+                self._switch_to_http2(data)  # h2c with prior knowledge
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -393,6 +405,9 @@ class HTTP1Protocol(asyncio.Protocol):
             if b"websocket" in self.upgrade:
                 self.upgrade_scope = scope
                 return  # handed over when the parser reports the upgrade (_handle_upgrade)
+            if self.upgrade == b"h2c" and self._can_upgrade_to_h2c():
+                self.upgrade_scope = scope
+                return
         cycle = RequestCycle(scope, self, self.expect_100 and self.http11)
         self.parsing = cycle
         if self.cycle is None:
@@ -451,7 +466,7 @@ class HTTP1Protocol(asyncio.Protocol):
             return
         self.cycle = None
         if self.upgrade_scope is not None and not self.closed:
-            self._switch_to_websocket()
+            self._switch_to_websocket(self.upgrade_scope, self.upgrade_rest)
         elif not self.keep_alive or self.closed:
             self._close()
         elif self.pipeline:
@@ -466,7 +481,7 @@ class HTTP1Protocol(asyncio.Protocol):
                 self._resume_reading()
 
     def body_consumed(self) -> None:
-        if self.read_paused and not self.pipeline:
+        if self.read_paused and not self.pipeline and self.parsing is not None:
             self._resume_reading()
 
     def _pause_reading(self) -> None:
@@ -523,36 +538,61 @@ class HTTP1Protocol(asyncio.Protocol):
             self._pause_reading()
 
     def _handle_upgrade(self, rest: bytes) -> None:
-        # Other upgrades (h2c) are ignored: the request is served as HTTP/1.1, then closed,
-        # since what follows the head on the wire is not HTTP/1.1 any more.
+        scope, self.upgrade_scope = self.upgrade_scope, None
+        if self.upgrade == b"h2c" and scope is not None:
+            self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n")
+            settings_header = next(v for n, v in scope["headers"] if n == b"http2-settings")
+            self._switch_to_http2(rest, (settings_header, scope))
+            return
         if b"websocket" not in self.upgrade:
+            # Another upgrade (or an h2c one that cannot be honoured): the request is served
+            # as HTTP/1.1, then the connection closes, since what follows is not HTTP/1.1.
             self._pause_reading()
             return
         if not self.settings.ws_enabled:
-            self.upgrade_scope = None
             self._reject(400, b"Unsupported upgrade request")
             return
-        self.upgrade_scope["early_data"] = rest  # type: ignore[index]
         if self.cycle is None:
-            self._switch_to_websocket()
+            self._switch_to_websocket(scope, rest)  # type: ignore[arg-type]
         else:  # pipelined behind a response still in progress: hand over once it is done
+            self.upgrade_scope, self.upgrade_rest = scope, rest
             self._pause_reading()
 
-    def _switch_to_websocket(self) -> None:
-        from .websocket import WebSocketProtocol  # (imports websockets only when first used)
+    def _can_upgrade_to_h2c(self) -> bool:
+        """RFC 7540 §3.2: honour ``Upgrade: h2c`` for a bodyless request with HTTP2-Settings."""
+        if self.settings.http != "auto" or self.settings.is_ssl or self.cycle is not None or self.pipeline:
+            return False
+        names = {name for name, _ in self.headers}
+        if b"http2-settings" not in names or b"transfer-encoding" in names:
+            return False
+        return all(value.strip() == b"0" for name, value in self.headers if name == b"content-length")
 
-        scope, self.upgrade_scope = self.upgrade_scope, None
-        early_data = scope.pop("early_data")  # type: ignore[union-attr]
+    def _hand_over(self) -> None:
+        """This object is done with the connection: another protocol takes the transport."""
         settings = self.settings
         settings.connections.discard(self)
         if self.read_paused:
             self.read_paused = False
             settings.hangups.unwatch(self.fd, self)
             self.transport.resume_reading()
-        self.closed = True  # this protocol object is done with the connection
-        websocket = WebSocketProtocol(settings, self.transport, self.fd)
+        self.closed = True
+
+    def _switch_to_websocket(self, scope: dict, early_data: bytes) -> None:
+        from .websocket import WebSocketProtocol  # (imports websockets only when first used)
+
+        self.upgrade_scope, self.upgrade_rest = None, b""
+        self._hand_over()
+        websocket = WebSocketProtocol(self.settings, self.transport, self.fd)
         self.transport.set_protocol(websocket)
-        websocket.start(scope, early_data)  # type: ignore[arg-type]
+        websocket.start(scope, early_data)
+
+    def _switch_to_http2(self, data: bytes, upgrade: tuple | None = None) -> None:
+        from .http2 import H2Protocol
+
+        self._hand_over()
+        h2_protocol = H2Protocol(self.settings, self.transport, self.server, self.client, self.fd)
+        self.transport.set_protocol(h2_protocol)
+        h2_protocol.start(data, upgrade)
 
     # ------------------------------------------------------------------ cycle -> wire
     def supports_trailers(self, cycle: RequestCycle) -> bool:
@@ -671,6 +711,18 @@ class HTTP1Protocol(asyncio.Protocol):
 async def _service_unavailable(scope: dict, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"Service Unavailable"})
+
+
+def _alpn(transport: Any) -> str | None:
+    ssl_object = transport.get_extra_info("ssl_object")
+    return ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+
+
+def wants_http2(data: bytes) -> bool:
+    """Does a new plaintext connection start with the HTTP/2 preface (prior knowledge)?"""
+    if len(data) < len(H2_PREFACE):
+        return H2_PREFACE.startswith(data)
+    return data.startswith(H2_PREFACE)
 
 
 def set_keepalive_options(sock: socket.socket, idle: int, interval: int, count: int) -> None:

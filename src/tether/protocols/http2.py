@@ -1,0 +1,627 @@
+"""HTTP/2 over an asyncio transport: h2's events <-> one RequestCycle per stream.
+
+Framing, HPACK, stream states and flow-control arithmetic are the ``h2`` library's. This module
+is glue, and the policy h2 leaves to a server:
+
+* Each stream is one request on the shared ``RequestCycle``; its ``conn`` is an ``H2Stream``,
+  which gives the cycle the same interface HTTP/1.1 does (send_head, send_body, drain, ...).
+* The client leaving is per stream: RST_STREAM -> that stream's ``client_gone()`` at once; the
+  connection closing (FIN, RST, GOAWAY, a missed PING) -> every stream's.
+* Backpressure both ways. Request bodies: WINDOW_UPDATE is granted only as the app consumes
+  the body (``body_consumed``), so a slow app holds the client to the initial window instead
+  of buffering without bound. Responses: data waits for the peer's window, and ``send()``
+  waits (``drain``) until its data has gone to the kernel, as on HTTP/1.1.
+* Abuse: RST_STREAM, PING, SETTINGS and empty DATA frames are counted per second; past the
+  limits the connection gets GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487, and its
+  cousins). h2 itself bounds CONTINUATION sequences (CVE-2024-27316) and header list sizes.
+* Streams beyond ``--h2-max-concurrent-streams`` are refused with REFUSED_STREAM (a stream
+  error, RFC 9113 §5.1.2); h2's own, connection-fatal check only stops a client that ignores
+  that by a wide margin.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+
+from ..cycle import DONE, RequestCycle
+from ..errors import ClientDisconnected
+from ..logs import STATS, error_logger
+from ..proxy import apply_proxy_headers
+from .http1 import NO_BODY_STATUSES, decode_path, _service_unavailable
+
+# RFC 9113 §8.2.2: connection-specific header fields must not appear in HTTP/2.
+CONNECTION_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
+MAX_RESETS_PER_SECOND = 200
+MAX_CONTROL_FRAMES_PER_SECOND = 1000
+_EMPTY: tuple = ()
+
+
+class _Settings(h2.settings.Settings):
+    """Our SETTINGS. The advertised MAX_CONCURRENT_STREAMS is enforced by Tether with
+    REFUSED_STREAM (a stream error); h2 applies this property as a connection-fatal limit, so
+    it gets a wider one, reached only by a client that ignores the refusals."""
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        return 2 * self.get(SettingCodes.MAX_CONCURRENT_STREAMS, 100) + 16
+
+
+def response_headers(status: int, headers: Any, default_headers: list, body_length: int | None = None) -> list:
+    """The app's headers as an HTTP/2 header list: lower-case names, connection-specific fields
+    dropped (RFC 9113 §8.2.2), Tether's server/date headers appended, and a content-length
+    when the whole body is known (``body_length``) and the app gave none. Sans-I/O."""
+    result = [(b":status", b"%d" % status)]
+    for item in headers:
+        name, value = item
+        if type(name) is not bytes or type(value) is not bytes:
+            raise RuntimeError(f"response header names and values must be bytes, got {item!r}")
+        name = name.lower()
+        if name in CONNECTION_HEADERS:
+            continue
+        if b"\r" in value or b"\n" in value or b"\x00" in value:
+            raise RuntimeError("response headers must not contain CR, LF or NUL characters")
+        if name == b"content-length":
+            body_length = None
+        result.append((name, value))
+    if body_length is not None and status not in NO_BODY_STATUSES:
+        result.append((b"content-length", b"%d" % body_length))
+    result.extend(default_headers)
+    return result
+
+
+def request_scope(headers: list, settings: Any, server: Any, client: Any, scheme: str) -> dict:
+    """The ASGI scope of a stream's request headers (h2 has validated them). Sans-I/O."""
+    method = path = authority = b""
+    plain = []
+    has_host = False
+    for name, value in headers:
+        if name[:1] == b":":
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":scheme":
+                scheme = value.decode("latin-1")
+        else:
+            if name == b"host":
+                has_host = True
+            plain.append((name, value))
+    if authority and not has_host:
+        plain.insert(0, (b"host", authority))
+    raw_path, _, query = path.partition(b"?")
+    decoded = decode_path(raw_path)
+    root_path = settings.root_path
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "2",
+        "server": server,
+        "client": client,
+        "scheme": scheme,
+        "method": method.decode("latin-1"),
+        "root_path": root_path,
+        "path": root_path + decoded if root_path else decoded,
+        "raw_path": raw_path,
+        "query_string": query,
+        "headers": plain,
+        "state": settings.lifespan_state.copy(),
+        "extensions": {"http.response.trailers": {}, "http.response.pathsend": {}},
+    }
+    if settings.proxy_headers:
+        apply_proxy_headers(scope, settings)
+    return scope
+
+
+class H2Stream:
+    """One stream: what its RequestCycle sees as ``conn``."""
+
+    __slots__ = ("proto", "stream_id", "cycle", "settings", "loop", "pending", "pending_end", "trailers",
+                 "drain_waiters", "unacked", "closed", "head_request", "ended_by_client")
+
+    def __init__(self, proto: "H2Protocol", stream_id: int, head_request: bool) -> None:
+        self.proto = proto
+        self.stream_id = stream_id
+        self.cycle: RequestCycle | None = None
+        self.settings = proto.settings
+        self.loop = proto.loop
+        self.pending = b""  # response data waiting for flow-control window
+        self.pending_end = False
+        self.trailers: list | None = None
+        self.drain_waiters: list = []
+        self.unacked = 0  # request body bytes received, not yet consumed by the app
+        self.closed = False
+        self.head_request = head_request
+        self.ended_by_client = False
+
+    @property
+    def write_paused(self) -> bool:
+        return bool(self.pending) or self.pending_end or self.trailers is not None or self.proto.write_paused
+
+    # ------------------------------------------------------------------ cycle -> wire
+    def supports_trailers(self, cycle: RequestCycle) -> bool:
+        return True
+
+    def send_continue(self) -> None:
+        self.proto.send_headers(self, [(b":status", b"100")], False)
+
+    def send_head(self, cycle: RequestCycle, status: int, headers: Any, body: bytes, more: bool) -> None:
+        proto = self.proto
+        if self.closed:
+            return
+        whole = None if more else len(body)
+        header_list = response_headers(status, headers, proto.settings_headers(), whole)
+        bodyless = self.head_request or status in NO_BODY_STATUSES
+        if bodyless:
+            body = b""
+        end_now = not more and not body and not cycle.trailers
+        proto.send_headers(self, header_list, end_now)
+        if not end_now:
+            self.queue(body, not more and not cycle.trailers)
+
+    def send_body(self, cycle: RequestCycle, body: bytes, more: bool) -> None:
+        if self.closed:
+            return
+        if self.head_request or cycle.status in NO_BODY_STATUSES:
+            body = b""
+        self.queue(body, not more and not cycle.trailers)
+
+    def send_trailers(self, cycle: RequestCycle, headers: Any, more: bool) -> None:
+        trailers = self.trailers if self.trailers is not None else []
+        for item in headers:
+            name, value = item
+            if type(name) is not bytes or type(value) is not bytes:
+                raise RuntimeError(f"invalid trailer {item!r}")
+            trailers.append((name.lower(), value))
+        self.trailers = trailers
+        if not more and not self.closed:
+            self.proto.pump(self)
+
+    def queue(self, data: bytes, end: bool) -> None:
+        self.pending = self.pending + data if self.pending else data
+        self.pending_end = end
+        self.proto.pump(self)
+
+    async def send_file(self, cycle: RequestCycle, status: int, headers: Any, path: str) -> None:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if not any(name.lower() == b"content-length" for name, _ in headers):
+                headers = [*headers, (b"content-length", str(size).encode("ascii"))]
+            self.send_head(cycle, status, headers, b"", True)
+            cycle.bytes_sent = size
+            while True:
+                data = fh.read(65536)
+                if self.closed:
+                    raise ClientDisconnected("the HTTP/2 stream was reset")
+                self.queue(data, not data)
+                if self.write_paused:
+                    await self.drain()
+                if not data:
+                    return
+
+    def send_error(self, cycle: RequestCycle, status: int) -> None:
+        if self.closed:
+            return
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")]
+        self.proto.send_headers(self, response_headers(status, headers, self.proto.settings_headers()), False)
+        self.queue(b"Internal Server Error", True)
+
+    def abort_response(self, cycle: RequestCycle) -> None:
+        self.proto.reset(self, ErrorCodes.INTERNAL_ERROR)
+
+    async def drain(self) -> None:
+        while self.write_paused:
+            if self.closed:
+                raise ClientDisconnected("the HTTP/2 stream was reset")
+            waiter = self.loop.create_future()
+            self.drain_waiters.append(waiter)
+            await waiter
+
+    def wake_drainers(self, exc: BaseException | None = None) -> None:
+        waiters, self.drain_waiters = self.drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                if exc is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(exc)
+
+    # ------------------------------------------------------------------ cycle bookkeeping
+    def body_consumed(self) -> None:
+        """The app took the body received so far: grant the client that much window again."""
+        if self.unacked:
+            self.proto.acknowledge(self, self.unacked)
+            self.unacked = 0
+
+    def response_complete(self, cycle: RequestCycle) -> None:
+        self.settings.request_counted()
+        STATS.requests += 1
+        if not cycle.client_left:
+            cycle.log_access(cycle.status)
+        if not self.ended_by_client and not self.closed:
+            # RFC 9113 §8.1: the response is complete while the client is still sending:
+            # stop the upload with NO_ERROR once the response has gone out.
+            self.proto.reset_after_response(self)
+        elif self.unacked:
+            self.body_consumed()
+
+    def app_finished(self, cycle: RequestCycle) -> None:
+        settings = self.settings
+        settings.in_flight -= 1
+        settings.tasks.discard(cycle.task)
+        self.proto.stream_finished(self)
+
+
+class H2Protocol:
+    """The asyncio protocol of one HTTP/2 connection (set with ``transport.set_protocol``)."""
+
+    __slots__ = (
+        "settings", "loop", "transport", "conn", "streams", "server", "client", "scheme", "write_paused",
+        "closed", "closing", "idle_since", "window_start", "resets", "control_frames", "ping_payload",
+        "ping_handle", "pong_handle", "last_stream_id", "fd",
+    )
+
+    def __init__(self, settings: Any, transport: Any, server: Any, client: Any, fd: int = -1) -> None:
+        self.settings = settings
+        self.loop = settings.loop
+        self.transport = transport
+        self.server = server
+        self.client = client
+        self.fd = fd
+        self.scheme = "https" if settings.is_ssl else "http"
+        options = settings.h2
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        conn = self.conn = h2.connection.H2Connection(config=config)
+        conn.local_settings = _Settings(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: options.max_concurrent_streams,
+            SettingCodes.MAX_HEADER_LIST_SIZE: options.max_header_list_size,
+            SettingCodes.INITIAL_WINDOW_SIZE: options.initial_window_size,
+            SettingCodes.MAX_FRAME_SIZE: options.max_frame_size,
+            SettingCodes.ENABLE_PUSH: 0,
+        })
+        self.streams: dict[int, H2Stream] = {}
+        self.write_paused = False
+        self.closed = False
+        self.closing = False
+        self.idle_since = self.loop.time()
+        self.window_start = self.loop.time()
+        self.resets = 0
+        self.control_frames = 0
+        self.ping_payload: bytes | None = None
+        self.ping_handle: Any = None
+        self.pong_handle: Any = None
+        self.last_stream_id = 0
+
+    # ------------------------------------------------------------------ start
+    def start(self, data: bytes = b"", upgrade: tuple | None = None) -> None:
+        """Begin: prior knowledge (``data`` starts with the preface) or an h2c upgrade, whose
+        ``(settings_header, scope)`` makes the HTTP/1.1 request stream 1."""
+        settings = self.settings
+        settings.connections.add(self)
+        self.transport.set_write_buffer_limits(0)  # send() returns only once the kernel has it
+        if upgrade is None:
+            self.conn.initiate_connection()
+        else:
+            settings_header, scope = upgrade
+            try:
+                self.conn.initiate_upgrade_connection(settings_header)
+            except Exception:  # a malformed HTTP2-Settings header: RFC 9113 §3.2.1 → close
+                self.transport.close()
+                return
+            scope["http_version"] = "2"
+            self._start_stream(1, scope, ended=True)
+        self.flush()
+        if settings.h2.ping_interval > 0:
+            self.ping_handle = self.loop.call_later(settings.h2.ping_interval, self._ping)
+        if data:
+            self.data_received(data)
+
+    def settings_headers(self) -> list:
+        return self.settings.h2_default_headers
+
+    # ------------------------------------------------------------------ transport events
+    def connection_made(self, transport: Any) -> None:  # (the transport was handed over)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            if error_logger.isEnabledFor(10):
+                error_logger.debug("HTTP/2 protocol error from %s: %s", self.client, exc)
+            self.flush()  # h2 has queued the GOAWAY
+            self._close()
+            return
+        for event in events:
+            kind = type(event)
+            if kind is h2.events.RequestReceived:
+                self._request(event)
+            elif kind is h2.events.DataReceived:
+                self._data(event)
+            elif kind is h2.events.StreamEnded:
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.ended_by_client = True
+                    if stream.cycle is not None:
+                        stream.cycle.end_body()
+            elif kind is h2.events.StreamReset:
+                self._stream_reset(event.stream_id)
+            elif kind is h2.events.WindowUpdated:
+                self._window_opened(event.stream_id)
+            elif kind is h2.events.RemoteSettingsChanged:
+                if self._count_control_frame():
+                    return
+                self._window_opened(0)
+            elif kind is h2.events.PingReceived:
+                if self._count_control_frame():
+                    return
+            elif kind is h2.events.PingAckReceived:
+                self._pong(event.ping_data)
+            elif kind is h2.events.ConnectionTerminated:
+                self._goaway_received(event)
+        self.flush()
+
+    def eof_received(self) -> None:
+        return None  # an HTTP/2 client never half-closes: treat FIN as the end (connection_lost)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.settings.connections.discard(self)
+        for handle in (self.ping_handle, self.pong_handle):
+            if handle is not None:
+                handle.cancel()
+        self.ping_handle = self.pong_handle = None
+        gone = ClientDisconnected("the HTTP/2 connection was closed")
+        for stream in list(self.streams.values()):
+            self._stream_gone(stream, gone)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for stream in list(self.streams.values()):
+            if not stream.write_paused:
+                stream.wake_drainers()
+
+    # ------------------------------------------------------------------ incoming
+    def _request(self, event: Any) -> None:
+        stream_id = event.stream_id
+        self.last_stream_id = max(self.last_stream_id, stream_id)
+        if self.closing or len(self.streams) >= self.settings.h2.max_concurrent_streams:
+            self.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        scope = request_scope(event.headers, self.settings, self.server, self.client, self.scheme)
+        self._start_stream(stream_id, scope, ended=event.stream_ended is not None)
+
+    def _start_stream(self, stream_id: int, scope: dict, ended: bool) -> None:
+        settings = self.settings
+        stream = H2Stream(self, stream_id, scope["method"] == "HEAD")
+        expect_100 = any(n == b"expect" and v.lower() == b"100-continue" for n, v in scope["headers"])
+        cycle = stream.cycle = RequestCycle(scope, stream, expect_100 and not ended)
+        self.streams[stream_id] = stream
+        self.idle_since = 0.0
+        if ended:
+            stream.ended_by_client = True
+            cycle.end_body()
+        app = settings.app
+        limit = settings.limit_concurrency
+        if limit is not None and settings.in_flight >= limit:
+            app = _service_unavailable
+        settings.in_flight += 1
+        task = self.loop.create_task(cycle.run_asgi(app))
+        cycle.task = task
+        settings.tasks.add(task)
+
+    def _data(self, event: Any) -> None:
+        stream = self.streams.get(event.stream_id)
+        length = event.flow_controlled_length
+        if not event.data and event.stream_ended is None and self._count_control_frame():
+            return
+        if stream is None or stream.cycle is None:
+            if length:
+                self.conn.acknowledge_received_data(length, event.stream_id)
+            return
+        cycle = stream.cycle
+        if cycle.client_left or cycle.state == DONE:
+            if length:  # nobody will read it: give the window back at once
+                self.conn.acknowledge_received_data(length, event.stream_id)
+        else:
+            stream.unacked += length
+            if event.data:
+                cycle.feed_body(event.data)
+        if event.stream_ended is not None:
+            stream.ended_by_client = True
+            cycle.end_body()
+
+    def _stream_reset(self, stream_id: int) -> None:
+        self.resets += 1
+        if self._over_limit():
+            return
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            self._stream_gone(stream, ClientDisconnected("the HTTP/2 stream was reset by the client"))
+
+    def _stream_gone(self, stream: H2Stream, exc: BaseException) -> None:
+        stream.closed = True
+        stream.pending = b""
+        stream.pending_end = False
+        stream.trailers = None
+        if stream.cycle is not None:
+            stream.cycle.client_gone()
+        stream.wake_drainers(exc)
+        if stream.cycle is None or stream.cycle.app_done:
+            self.streams.pop(stream.stream_id, None)
+
+    def _goaway_received(self, event: Any) -> None:
+        """The client is going away: no new streams; an error ends everything now."""
+        self.closing = True
+        if event.error_code != ErrorCodes.NO_ERROR:
+            self._close()
+        elif not self.streams:
+            self._close()
+
+    # ------------------------------------------------------------------ floods
+    def _over_limit(self) -> bool:
+        now = self.loop.time()
+        if now - self.window_start >= 1.0:
+            self.window_start = now
+            self.resets = self.control_frames = 0
+            return False
+        if self.resets > MAX_RESETS_PER_SECOND or self.control_frames > MAX_CONTROL_FRAMES_PER_SECOND:
+            error_logger.warning("HTTP/2 client %s sent too many resets or control frames: GOAWAY", self.client)
+            self.conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, last_stream_id=self.last_stream_id)
+            self.flush()
+            self._close()
+            return True
+        return False
+
+    def _count_control_frame(self) -> bool:
+        self.control_frames += 1
+        return self._over_limit()
+
+    # ------------------------------------------------------------------ outgoing
+    def send_headers(self, stream: H2Stream, headers: list, end_stream: bool) -> None:
+        try:
+            self.conn.send_headers(stream.stream_id, headers, end_stream=end_stream)
+        except h2.exceptions.StreamClosedError:
+            self._stream_gone(stream, ClientDisconnected("the HTTP/2 stream was reset"))
+            raise ClientDisconnected("the HTTP/2 stream was reset") from None
+        except h2.exceptions.ProtocolError as exc:
+            raise RuntimeError(f"invalid response headers for HTTP/2: {exc}") from None
+        self.flush()
+
+    def pump(self, stream: H2Stream) -> None:
+        """Send what the stream's flow-control window allows, then its trailers."""
+        conn = self.conn
+        stream_id = stream.stream_id
+        try:
+            while stream.pending or stream.pending_end:
+                size = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size, len(stream.pending))
+                if size <= 0 and stream.pending:
+                    break  # blocked: WindowUpdated resumes it
+                data = stream.pending[:size] if size < len(stream.pending) else stream.pending
+                stream.pending = stream.pending[size:] if size < len(stream.pending) else b""
+                end = stream.pending_end and not stream.pending
+                conn.send_data(stream_id, data, end_stream=end)
+                if end:
+                    stream.pending_end = False
+            if not stream.pending and not stream.pending_end and stream.trailers is not None:
+                trailers, stream.trailers = stream.trailers, None
+                conn.send_headers(stream_id, trailers, end_stream=True)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
+            if isinstance(exc, h2.exceptions.StreamClosedError) or self.closed:
+                self._stream_gone(stream, ClientDisconnected("the HTTP/2 stream was reset"))
+                raise ClientDisconnected("the HTTP/2 stream was reset") from None
+            raise RuntimeError(f"invalid HTTP/2 response: {exc}") from None
+        self.flush()
+        if not stream.write_paused:
+            stream.wake_drainers()
+
+    def _window_opened(self, stream_id: int) -> None:
+        targets = self.streams.values() if stream_id == 0 else [self.streams.get(stream_id)]
+        for stream in list(targets):
+            if stream is not None and not stream.closed and (stream.pending or stream.pending_end or stream.trailers):
+                try:
+                    self.pump(stream)
+                except (ClientDisconnected, RuntimeError):
+                    pass  # the waiting send() is told via its drain waiter
+
+    def acknowledge(self, stream: H2Stream, size: int) -> None:
+        if stream.closed or self.closed:
+            return
+        try:
+            self.conn.acknowledge_received_data(size, stream.stream_id)
+        except h2.exceptions.StreamClosedError:
+            return
+        self.flush()
+
+    def reset(self, stream: H2Stream, code: ErrorCodes) -> None:
+        if not stream.closed and not self.closed:
+            stream.closed = True
+            try:
+                self.conn.reset_stream(stream.stream_id, code)
+            except h2.exceptions.StreamClosedError:
+                pass
+            self.flush()
+
+    def reset_after_response(self, stream: H2Stream) -> None:
+        if stream.pending or stream.pending_end or stream.trailers is not None:
+            return  # (the response's end is still waiting for window; the client ends it)
+        self.reset(stream, ErrorCodes.NO_ERROR)
+
+    def stream_finished(self, stream: H2Stream) -> None:
+        if stream.closed or stream.cycle is None or stream.cycle.state == DONE:
+            if not (stream.pending or stream.pending_end):
+                self.streams.pop(stream.stream_id, None)
+        if not self.streams:
+            self.idle_since = self.loop.time()
+            if self.closing:
+                self._close()
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and not self.closed:
+            self.transport.write(data)
+
+    # ------------------------------------------------------------------ keep-alive pings
+    def _ping(self) -> None:
+        self.ping_handle = None
+        if self.closed:
+            return
+        self.ping_payload = os.urandom(8)
+        self.conn.ping(self.ping_payload)
+        self.flush()
+        timeout = self.settings.h2.ping_timeout
+        if timeout > 0:
+            self.pong_handle = self.loop.call_later(timeout, self._pong_missing)
+        else:
+            self.ping_handle = self.loop.call_later(self.settings.h2.ping_interval, self._ping)
+
+    def _pong(self, payload: bytes) -> None:
+        if payload != self.ping_payload:
+            return
+        self.ping_payload = None
+        if self.pong_handle is not None:
+            self.pong_handle.cancel()
+            self.pong_handle = None
+            self.ping_handle = self.loop.call_later(self.settings.h2.ping_interval, self._ping)
+
+    def _pong_missing(self) -> None:
+        """No PING ACK in time: the peer vanished without FIN or RST."""
+        self.pong_handle = None
+        if not self.closed:
+            error_logger.info("HTTP/2 peer %s did not answer a PING within %ss: closing", self.client,
+                              self.settings.h2.ping_timeout)
+            self.transport.abort()
+            self.connection_lost(ConnectionResetError("PING timeout"))
+
+    # ------------------------------------------------------------------ shutdown
+    def close_idle(self) -> None:
+        """Keep-alive timeout or shutdown: GOAWAY; close once in-flight streams are done."""
+        if self.closing and self.streams:
+            return
+        self.closing = True
+        if not self.closed:
+            self.conn.close_connection(ErrorCodes.NO_ERROR, last_stream_id=self.last_stream_id)
+            self.flush()
+        if not self.streams:
+            self._close()
+
+    def _close(self) -> None:
+        self.closing = True
+        if not self.transport.is_closing():
+            self.transport.close()
+
