@@ -1,0 +1,116 @@
+"""HTTP/2 (h2c, prior knowledge) throughput, side by side: Tether, Granian and Hypercorn, with h2load.
+
+    bash bench/setup.sh                      # once: venv with pinned servers, h2load (nghttp2-client)
+    bench/.venv/bin/python bench/h2.py       # hello and 64 KiB, 3 interleaved repetitions of 10 s
+    bench/.venv/bin/python bench/h2.py --quick --scenarios hello
+
+h2load -c 64 -m 10 (64 connections, 10 concurrent streams each), after a warm-up, every server
+started fresh with one worker on bench/apps/throughput_app.py. The headline is Tether's median
+÷ each other server's median in the same run. Results: bench/results/h2-<time>.json and
+h2-latest.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import write_results  # noqa: E402
+from bench.servers import Running, machine  # noqa: E402
+from bench.throughput import markdown  # noqa: E402
+
+APP = "bench.apps.throughput_app:app"
+SERVERS = ("tether", "granian", "granian-st", "hypercorn")
+SCENARIOS = {"hello": "/hello", "64k": "/64k"}
+# Granian serves h2c with prior knowledge only with --http 2 (its auto mode is HTTP/1.1 in clear).
+H2_ENV = {"GRANIAN_HTTP": "2"}
+
+
+def parse_h2load(output: str) -> dict:
+    """Requests/s and failures from h2load's summary."""
+    result: dict = {"rps": None, "p99_ms": None, "errors": 0}
+    for line in output.splitlines():
+        line = line.strip()
+        match = re.match(r"^finished in [\d.]+m?s, ([\d.]+) req/s", line)
+        if match:
+            result["rps"] = float(match.group(1))
+        match = re.match(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", line)
+        if match:
+            result["errors"] += int(match.group(5)) + int(match.group(6)) + int(match.group(7))
+        match = re.match(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", line)
+        if match:
+            result["errors"] += int(match.group(3)) + int(match.group(4))
+    return result
+
+
+def run_h2load(url: str, seconds: float, warmup: float) -> dict:
+    cmd = ["h2load", "-c", "64", "-m", "10", "-t", "1", "-D", str(seconds), "--warm-up-time", str(warmup), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + warmup + 60).stdout
+    return parse_h2load(out)
+
+
+def measure(server: str, scenario: str, seconds: float, warmup: float) -> dict:
+    with Running(server, APP, env=H2_ENV if server.startswith("granian") else None) as srv:
+        return run_h2load(srv.url + SCENARIOS[scenario], seconds, warmup)
+
+
+def summarise(samples: dict) -> list[dict]:
+    rows = []
+    for scenario, per_server in samples.items():
+        medians = {s: statistics.median([r["rps"] for r in runs if r["rps"]]) for s, runs in per_server.items()
+                   if any(r["rps"] for r in runs)}
+        for server, runs in per_server.items():
+            rps = [r["rps"] for r in runs if r["rps"]]
+            if not rps:
+                continue
+            median = statistics.median(rps)
+            rows.append({
+                "scenario": scenario, "server": server, "median_rps": median,
+                "spread_pct": (max(rps) - min(rps)) / median * 100 if median else 0.0, "runs": rps, "p99_ms": None,
+                "errors": sum(r["errors"] for r in runs),
+                "tether_ratio": medians["tether"] / median if "tether" in medians and median else None,
+            })
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--quick", action="store_true", help="3 s measurements, 1 s warm-up")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.warmup = 3, 1
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
+    servers = [s for s in args.servers.split(",") if s]
+    samples: dict = {sc: {} for sc in scenarios}
+    for scenario in scenarios:
+        for rep in range(args.repeat):
+            for server in servers:
+                result = measure(server, scenario, args.seconds, args.warmup)
+                samples[scenario].setdefault(server, []).append(result)
+                print(f"h2 {scenario:6} rep {rep + 1}/{args.repeat} {server:11} {result['rps'] or 0:10.0f} req/s "
+                      f"errors {result['errors']}", flush=True)
+    rows = summarise(samples)
+    table = markdown(rows)
+    command = "python bench/h2.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_results("h2", {"command": command.strip(), "machine": machine(), "rows": rows, "samples": samples},
+                  table, command.strip())
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
