@@ -67,6 +67,14 @@ class Config:
     limit_concurrency: int | None = None
     limit_max_requests: int | None = None
     limit_max_requests_jitter: int = 0
+    # Request limits and client timeouts (README "Security and limits").
+    limit_request_line: int = 8190
+    limit_request_fields: int = 100
+    limit_request_field_size: int = 8190
+    limit_request_body: int | None = None
+    timeout_request_header: float = 10.0
+    timeout_request_body: float = 60.0
+    timeout_write: float = 60.0
     headers: list[str] = field(default_factory=list)
     server_header: bool = True
     date_header: bool = True
@@ -144,6 +152,11 @@ class Config:
             raise ConfigError(f"--port must be between 0 and 65535, not {self.port}")
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, not {self.workers}")
+        for name in ("limit_request_line", "limit_request_fields", "limit_request_field_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if self.limit_request_body is not None and self.limit_request_body < 0:
+            raise ConfigError(f"--limit-request-body must not be negative, not {self.limit_request_body}")
         for name in ("limit_concurrency", "limit_max_requests"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -151,7 +164,8 @@ class Config:
         for name in ("ws_max_size", "ws_max_queue"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        for name in ("timeout_keep_alive", "disconnect_grace", "ws_ping_interval", "ws_ping_timeout", "ws_close_timeout",
+        for name in ("timeout_keep_alive", "timeout_request_header", "timeout_request_body", "timeout_write",
+                     "disconnect_grace", "ws_ping_interval", "ws_ping_timeout", "ws_close_timeout",
                      "h2_ping_interval", "h2_ping_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")

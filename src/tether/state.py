@@ -51,6 +51,8 @@ class ServerState:
         "root_path", "access_log_format", "cancel_on_disconnect", "disconnect_grace",
         "limit_concurrency", "timeout_keep_alive", "default_header_lines", "date_header",
         "proxy_headers", "trust_all_proxies", "trusted_proxies", "max_head_size",
+        "limit_request_line", "limit_request_fields", "limit_request_field_size", "limit_request_body",
+        "timeout_request_header", "timeout_request_body", "timeout_write",
         "max_requests", "is_ssl", "ws_enabled", "ws", "http", "h2", "default_header_pairs", "h2_default_headers",
         # live values
         "date_line", "head_lines", "in_flight", "total_requests", "shutting_down", "on_max_requests",
@@ -82,7 +84,15 @@ class ServerState:
         self.proxy_headers = config.proxy_headers
         self.trust_all_proxies, proxies = config.forwarded_ips()
         self.trusted_proxies = tuple(proxies)
-        self.max_head_size = 65536
+        self.limit_request_line = config.limit_request_line
+        self.limit_request_fields = config.limit_request_fields
+        self.limit_request_field_size = config.limit_request_field_size
+        self.limit_request_body = config.limit_request_body
+        # The whole head is bounded too, so that a head llhttp is still holding stays bounded.
+        self.max_head_size = max(65536, config.limit_request_line + 2 * config.limit_request_field_size)
+        self.timeout_request_header = config.timeout_request_header
+        self.timeout_request_body = config.timeout_request_body
+        self.timeout_write = config.timeout_write
         self.max_requests = None
         self.is_ssl = config.is_ssl
         self.ws_enabled = config.ws != "none"
@@ -97,16 +107,19 @@ class ServerState:
         self.tick()
 
     def tick(self) -> None:
-        """Once a second: refresh the Date header, close idle keep-alive connections."""
+        """Once a second: refresh the Date header, close idle connections, enforce timeouts."""
         now = time.time()
         if self.date_header:
             self.date_line = b"date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
         self.head_lines = self.default_header_lines + self.date_line  # once a second, not per response
         self.h2_default_headers = self.default_header_pairs + ([(b"date", self.date_line[6:-2])] if self.date_line else [])
-        deadline = self.loop.time() - self.timeout_keep_alive
+        now = self.loop.time()
+        deadline = now - self.timeout_keep_alive
         for conn in list(self.connections):
             if conn.idle_since and conn.idle_since < deadline:
                 conn.close_idle()
+            else:
+                conn.check_timeouts(now)
 
     def request_counted(self) -> None:
         self.total_requests += 1

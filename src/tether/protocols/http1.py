@@ -35,6 +35,7 @@ from ..errors import ClientDisconnected
 from ..hangup import ERR, FIN, HUP
 from ..logs import STATS, error_logger
 from ..proxy import apply_proxy_headers
+from .stall import WriteStall
 
 HIGH_WATER = 65536  # request body bytes buffered before reading pauses
 PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -163,6 +164,17 @@ def simple_response(status: int, body: bytes, extra: bytes, keep_alive: bool) ->
     )
 
 
+def _declared_length(headers: list) -> int:
+    """The request's Content-Length (llhttp has already rejected malformed ones), or 0."""
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
 def decode_path(raw_path: bytes) -> str:
     if b"%" in raw_path:
         raw_path = unquote_to_bytes(raw_path)
@@ -172,8 +184,15 @@ def decode_path(raw_path: bytes) -> str:
         return raw_path.decode("utf-8", "surrogateescape")
 
 
-class _HeadTooLarge(Exception):
-    pass
+class _Refused(Exception):
+    """Raised from a parser callback to refuse a request with ``status`` (a limit was hit)."""
+
+    def __init__(self, status: int, message: bytes) -> None:
+        self.status = status
+        self.message = message
+
+
+HEAD_TOO_LARGE = (431, b"Request header fields too large")
 
 
 # ---------------------------------------------------------------------- the protocol
@@ -184,7 +203,7 @@ class HTTP1Protocol(asyncio.Protocol):
         "keep_alive", "read_paused", "write_paused", "drain_waiters", "closed", "closing",
         "peer_fin", "probing", "idle_since", "head_info", "remaining", "head_request",
         "http11", "upgrade", "in_head", "head_raw", "trailer_headers", "upgrade_scope",
-        "upgrade_rest", "fresh",
+        "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall",
     )
 
     def __init__(self, settings: Any) -> None:
@@ -220,6 +239,10 @@ class HTTP1Protocol(asyncio.Protocol):
         self.upgrade_scope: dict | None = None  # a WebSocket or h2c upgrade, until it is handed over
         self.upgrade_rest = b""  # what followed the upgrade request's head
         self.fresh = True  # nothing received yet: the bytes may be an HTTP/2 preface
+        self.head_started = 0.0  # for --timeout-request-header
+        self.body_at = 0.0  # last request-body progress, for --timeout-request-body
+        self.body_seen = 0  # request-body bytes so far, for --limit-request-body
+        self.stall = WriteStall()
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: Any) -> None:
@@ -294,9 +317,11 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.stall.paused(self.loop.time())
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.stall.resumed()
         waiters, self.drain_waiters = self.drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -321,8 +346,9 @@ class HTTP1Protocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade as upgrade:
             self._handle_upgrade(data[upgrade.args[0]:])
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HeadTooLarge):
-                self._reject(431, b"Request header fields too large")
+            refused = exc.__context__
+            if isinstance(refused, _Refused):
+                self._reject(refused.status, refused.message)
             else:
                 error_logger.exception("internal error while parsing a request")
                 self._reject(500, b"Internal Server Error")
@@ -334,7 +360,7 @@ class HTTP1Protocol(asyncio.Protocol):
             if self.in_head:  # a head still incomplete: bound what llhttp may be holding
                 self.head_raw += len(data)
                 if self.head_raw > self.settings.max_head_size:
-                    self._reject(431, b"Request header fields too large")
+                    self._reject(*HEAD_TOO_LARGE)
 
     # ------------------------------------------------------------------ parser callbacks
     def on_message_begin(self) -> None:
@@ -345,18 +371,25 @@ class HTTP1Protocol(asyncio.Protocol):
         self.in_head = True
         self.expect_100 = False
         self.idle_since = 0.0
+        self.head_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
         self.head_size += len(url)
-        if self.head_size > self.settings.max_head_size:
-            raise _HeadTooLarge()
+        if len(self.url) > self.settings.limit_request_line:
+            raise _Refused(414, b"Request-URI too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        settings = self.settings
         name = name.lower()
-        self.head_size += len(name) + len(value) + 4
-        if self.head_size > self.settings.max_head_size:
-            raise _HeadTooLarge()
+        size = len(name) + len(value)
+        self.head_size += size + 4
+        if (
+            size > settings.limit_request_field_size
+            or self.head_size > settings.max_head_size
+            or len(self.headers) >= settings.limit_request_fields
+        ):
+            raise _Refused(*HEAD_TOO_LARGE)
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100 = True
         self.headers.append((name, value))
@@ -368,6 +401,11 @@ class HTTP1Protocol(asyncio.Protocol):
         method = parser.get_method().decode("ascii")
         self.http11 = http_version == "1.1"
         self.in_head = False
+        self.body_seen = 0
+        self.body_at = self.loop.time()
+        limit = settings.limit_request_body
+        if limit is not None and _declared_length(self.headers) > limit:
+            raise _Refused(413, b"Request body too large")
         url = self.url
         if url[:1] == b"/":
             raw_path, _, query = url.partition(b"?")
@@ -418,6 +456,12 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
+        self.body_at = self.loop.time()
+        limit = self.settings.limit_request_body
+        if limit is not None:
+            self.body_seen += len(body)
+            if self.body_seen > limit:  # (chunked: the length was not declared up front)
+                raise _Refused(413, b"Request body too large")
         if cycle is None or cycle.client_left or cycle.state == DONE:
             return  # (DONE: the app answered without reading it all: drain and discard the rest)
         cycle.feed_body(body)
@@ -503,6 +547,29 @@ class HTTP1Protocol(asyncio.Protocol):
                 self.settings.hangups.unwatch(self.fd, self)
             self.transport.close()
 
+    def check_timeouts(self, now: float) -> None:
+        """From the once-a-second sweep: a client too slow with its head, its body, or reading."""
+        settings = self.settings
+        if self.closing:
+            return
+        if self.in_head:
+            timeout = settings.timeout_request_header
+            if timeout and self.head_started and now - self.head_started > timeout:
+                error_logger.debug("request head from %s timed out after %ss", self.client, timeout)
+                self._reject(408, b"Request header timeout")
+        elif self.parsing is not None and not self.read_paused and not self.peer_fin:
+            # (paused: the app is not reading, which is not the client's fault)
+            timeout = settings.timeout_request_body
+            if timeout and now - self.body_at > timeout:
+                error_logger.debug("request body from %s stalled for %ss", self.client, timeout)
+                if self.parsing is self.cycle:
+                    self._reject(408, b"Request body timeout")  # the app gets http.disconnect
+                else:
+                    self._close()  # the body of an answered request: nobody waits for it
+        if self.stall.expired(self.transport, now, settings.timeout_write):
+            error_logger.debug("%s stopped reading for %ss: closing", self.client, settings.timeout_write)
+            self.transport.abort()
+
     def close_idle(self) -> None:
         """Keep-alive timeout or shutdown: close if no request is in progress."""
         if self.cycle is None and self.parsing is None and not self.pipeline:
@@ -526,7 +593,8 @@ class HTTP1Protocol(asyncio.Protocol):
                 self.transport.write(simple_response(status, message, self._default_lines(), False))
             self._close()
             return
-        if self.cycle is None and not self.closing:
+        answered = self.parsing is not None and self.parsing.state == DONE  # (its body was being drained)
+        if self.cycle is None and not self.closing and not answered:
             self.transport.write(simple_response(status, message, self._default_lines(), False))
         else:
             self.keep_alive = False

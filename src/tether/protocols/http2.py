@@ -32,11 +32,12 @@ import h2.settings
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
-from ..cycle import DONE, RequestCycle
+from ..cycle import DONE, STREAMING, RequestCycle
 from ..errors import ClientDisconnected
 from ..logs import STATS, error_logger
 from ..proxy import apply_proxy_headers
-from .http1 import NO_BODY_STATUSES, decode_path, _service_unavailable
+from .http1 import NO_BODY_STATUSES, _declared_length, _service_unavailable, decode_path
+from .stall import WriteStall
 
 # RFC 9113 §8.2.2: connection-specific header fields must not appear in HTTP/2.
 CONNECTION_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
@@ -127,7 +128,8 @@ class H2Stream:
     """One stream: what its RequestCycle sees as ``conn``."""
 
     __slots__ = ("proto", "stream_id", "cycle", "settings", "loop", "pending", "pending_end", "trailers",
-                 "drain_waiters", "unacked", "closed", "head_request", "ended_by_client")
+                 "drain_waiters", "unacked", "closed", "head_request", "ended_by_client", "received",
+                 "blocked_since")
 
     def __init__(self, proto: "H2Protocol", stream_id: int, head_request: bool) -> None:
         self.proto = proto
@@ -143,6 +145,8 @@ class H2Stream:
         self.closed = False
         self.head_request = head_request
         self.ended_by_client = False
+        self.received = 0  # request body bytes, for --limit-request-body
+        self.blocked_since = 0.0  # response data waiting for the peer's window since (--timeout-write)
 
     @property
     def write_paused(self) -> bool:
@@ -268,7 +272,7 @@ class H2Protocol:
     __slots__ = (
         "settings", "loop", "transport", "conn", "streams", "server", "client", "scheme", "write_paused",
         "closed", "closing", "idle_since", "window_start", "resets", "control_frames", "ping_payload",
-        "ping_handle", "pong_handle", "last_stream_id", "fd",
+        "ping_handle", "pong_handle", "last_stream_id", "fd", "stall",
     )
 
     def __init__(self, settings: Any, transport: Any, server: Any, client: Any, fd: int = -1) -> None:
@@ -305,6 +309,7 @@ class H2Protocol:
         self.ping_handle: Any = None
         self.pong_handle: Any = None
         self.last_stream_id = 0
+        self.stall = WriteStall()
 
     # ------------------------------------------------------------------ start
     def start(self, data: bytes = b"", upgrade: tuple | None = None) -> None:
@@ -393,9 +398,11 @@ class H2Protocol:
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.stall.paused(self.loop.time())
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.stall.resumed()
         for stream in list(self.streams.values()):
             if not stream.write_paused:
                 stream.wake_drainers()
@@ -409,6 +416,9 @@ class H2Protocol:
             return
         scope = request_scope(event.headers, self.settings, self.server, self.client, self.scheme)
         self._start_stream(stream_id, scope, ended=event.stream_ended is not None)
+        limit = self.settings.limit_request_body
+        if limit is not None and _declared_length(scope["headers"]) > limit:
+            self._body_too_large(self.streams[stream_id])
 
     def _start_stream(self, stream_id: int, scope: dict, ended: bool) -> None:
         settings = self.settings
@@ -444,11 +454,36 @@ class H2Protocol:
                 self.conn.acknowledge_received_data(length, event.stream_id)
         else:
             stream.unacked += length
+            stream.received += len(event.data)
+            limit = self.settings.limit_request_body
+            if limit is not None and stream.received > limit:
+                self.conn.acknowledge_received_data(length, event.stream_id)
+                self._body_too_large(stream)
+                return
             if event.data:
                 cycle.feed_body(event.data)
         if event.stream_ended is not None:
             stream.ended_by_client = True
             cycle.end_body()
+
+    def _body_too_large(self, stream: H2Stream) -> None:
+        """--limit-request-body: the app is told the request is gone; the client gets 413 if
+        nothing was answered yet, and the stream ends (RST_STREAM NO_ERROR stops the upload)."""
+        cycle = stream.cycle
+        unanswered = cycle is not None and cycle.state < STREAMING
+        if cycle is not None:
+            cycle.client_gone()
+        if unanswered and not stream.closed:
+            body = b"Request body too large"
+            headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+            try:
+                self.send_headers(stream, response_headers(413, headers, self.settings_headers()), False)
+                stream.queue(body, True)
+            except ClientDisconnected:
+                return
+            self.reset_after_response(stream)
+        else:
+            self.reset(stream, ErrorCodes.CANCEL)
 
     def _stream_reset(self, stream_id: int) -> None:
         self.resets += 1
@@ -519,7 +554,10 @@ class H2Protocol:
             while stream.pending or stream.pending_end:
                 size = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size, len(stream.pending))
                 if size <= 0 and stream.pending:
+                    if not stream.blocked_since:
+                        stream.blocked_since = self.loop.time()
                     break  # blocked: WindowUpdated resumes it
+                stream.blocked_since = 0.0
                 data = stream.pending[:size] if size < len(stream.pending) else stream.pending
                 stream.pending = stream.pending[size:] if size < len(stream.pending) else b""
                 end = stream.pending_end and not stream.pending
@@ -583,6 +621,22 @@ class H2Protocol:
         data = self.conn.data_to_send()
         if data and not self.closed:
             self.transport.write(data)
+
+    def check_timeouts(self, now: float) -> None:
+        """From the once-a-second sweep: --timeout-write for a stalled connection or stream
+        (a peer that stopped reading, or that keeps a stream's window at zero)."""
+        timeout = self.settings.timeout_write
+        if self.closed or not timeout:
+            return
+        if self.stall.expired(self.transport, now, timeout):
+            self.transport.abort()
+            self.connection_lost(ConnectionResetError("write timeout"))
+            return
+        for stream in list(self.streams.values()):
+            if stream.blocked_since and now - stream.blocked_since > timeout and not stream.closed:
+                error_logger.debug("HTTP/2 stream %d of %s: no window for %ss", stream.stream_id, self.client, timeout)
+                self.reset(stream, ErrorCodes.CANCEL)
+                self._stream_gone(stream, ClientDisconnected("the HTTP/2 peer stopped reading"))
 
     # ------------------------------------------------------------------ keep-alive pings
     def _ping(self) -> None:

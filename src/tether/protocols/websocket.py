@@ -34,6 +34,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from ..errors import ClientDisconnected
+from .stall import WriteStall
 from ..hangup import ERR, FIN, HUP
 from ..logs import error_logger
 from .. import websocket_cycle as session
@@ -110,6 +111,7 @@ class WebSocketProtocol:
         "settings", "loop", "transport", "fd", "ws", "cycle", "handshake", "write_paused", "drain_waiters",
         "read_paused", "closed", "message_text", "message_parts", "decoder", "ping_payload", "ping_handle",
         "pong_handle", "close_handle", "shutting_down", "idle_since", "http_info", "server_closed", "failed",
+        "stall",
     )
 
     def __init__(self, settings: Any, transport: Any, fd: int) -> None:
@@ -143,6 +145,7 @@ class WebSocketProtocol:
         self.http_info: Any = None
         self.server_closed = False  # we sent the first close frame (the app, or shutdown)
         self.failed = False  # we failed the connection for the peer's bad data
+        self.stall = WriteStall()
 
     # ------------------------------------------------------------------ start
     def start(self, scope: dict, early_data: bytes) -> None:
@@ -229,9 +232,11 @@ class WebSocketProtocol:
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.stall.paused(self.loop.time())
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.stall.resumed()
         waiters, self.drain_waiters = self.drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -412,6 +417,11 @@ class WebSocketProtocol:
         self.close_handle = None
         if not self.closed:
             self.transport.abort()
+
+    def check_timeouts(self, now: float) -> None:
+        """From the once-a-second sweep: a peer that stopped reading for --timeout-write is gone."""
+        if not self.closed and self.stall.expired(self.transport, now, self.settings.timeout_write):
+            self.transport.abort()  # connection_lost: the app gets websocket.disconnect 1006
 
     # ------------------------------------------------------------------ shutdown
     def close_idle(self) -> None:

@@ -1,0 +1,300 @@
+"""Request limits and client timeouts (README "Security and limits"): each limit yields its
+status on a real socket, the app is not called (or is told http.disconnect), and the worker
+keeps serving. HTTP/1.1 with raw sockets, HTTP/2 with the h2 library on a raw socket."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import httpx
+import pytest
+
+from tests.conftest import serve
+from tests.test_http1_basics import TIMEOUT, RawClient, read_body, request, respond
+
+OK = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+
+
+class Seen:
+    """What the app under test saw: requests started, the messages receive() gave it, send errors."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.messages: list[str] = []
+        self.send_errors: list[BaseException] = []
+
+
+def reading_app(seen: Seen) -> Any:
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.calls.append(scope["path"])
+        while True:
+            message = await receive()
+            seen.messages.append(message["type"])
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+        if seen.messages[-1] != "http.disconnect":
+            await respond(send, b"done")
+    return app
+
+
+def refused(srv: Any, raw: bytes, status: int) -> None:
+    with RawClient.to(srv) as client:
+        client.send(raw)
+        response = client.read_response()
+        assert response.status == status, response.raw_head
+        assert response.get("connection") == "close"
+        assert client.read_to_eof() == b""
+
+
+def still_serving(srv: Any) -> None:
+    assert httpx.get(srv.url + "/still", timeout=TIMEOUT).status_code == 200
+
+
+# ---------------------------------------------------------------------- HTTP/1.1 limits
+def test_request_line_over_limit_gets_414() -> None:
+    seen = Seen()
+    with serve(reading_app(seen), limit_request_line=100) as srv:
+        refused(srv, request(path="/" + "a" * 100), 414)
+        with RawClient.to(srv) as client:  # exactly at the limit is fine
+            client.send(request(path="/" + "a" * 99))
+            assert client.read_response().status == 200
+        assert seen.calls == ["/" + "a" * 99]
+
+
+def test_too_many_header_fields_gets_431() -> None:
+    seen = Seen()
+    with serve(reading_app(seen), limit_request_fields=5) as srv:
+        refused(srv, request(headers=[(f"x-{i}", "v") for i in range(5)]), 431)  # Host makes 6
+        with RawClient.to(srv) as client:
+            client.send(request(headers=[(f"x-{i}", "v") for i in range(4)]))
+            assert client.read_response().status == 200
+        assert seen.calls == ["/"]
+
+
+def test_header_field_over_size_limit_gets_431() -> None:
+    seen = Seen()
+    with serve(reading_app(seen), limit_request_field_size=50) as srv:
+        refused(srv, request(headers=[("x-long", "v" * 45)]), 431)  # 6 + 45 > 50
+        with RawClient.to(srv) as client:
+            client.send(request(headers=[("x-long", "v" * 44)]))
+            assert client.read_response().status == 200
+        assert seen.calls == ["/"]
+
+
+def test_declared_body_over_limit_gets_413_before_the_app_runs() -> None:
+    seen = Seen()
+    with serve(reading_app(seen), limit_request_body=10) as srv:
+        refused(srv, request("POST", headers=[("Content-Length", "11")], body=b"x" * 11), 413)
+        assert seen.calls == []
+        with RawClient.to(srv) as client:
+            client.send(request("POST", headers=[("Content-Length", "10")], body=b"x" * 10))
+            assert client.read_response().body == b"done"
+        still_serving(srv)
+
+
+def test_chunked_body_over_limit_gets_413_and_the_app_is_told() -> None:
+    seen = Seen()
+    with serve(reading_app(seen), limit_request_body=10) as srv:
+        with RawClient.to(srv) as client:
+            client.send(request("POST", headers=[("Transfer-Encoding", "chunked")]) + b"6\r\nabcdef\r\n")
+            deadline = time.monotonic() + TIMEOUT
+            while not seen.messages and time.monotonic() < deadline:
+                time.sleep(0.01)
+            client.send(b"6\r\nghijkl\r\n")  # 12 > 10
+            response = client.read_response()
+            assert response.status == 413
+            assert client.read_to_eof() == b""
+        deadline = time.monotonic() + TIMEOUT
+        while "http.disconnect" not in seen.messages and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen.messages == ["http.request", "http.disconnect"]
+        still_serving(srv)
+
+
+# ---------------------------------------------------------------------- HTTP/1.1 timeouts
+def test_slow_request_head_gets_408_after_timeout_request_header() -> None:
+    seen = Seen()
+    with serve(reading_app(seen), timeout_request_header=1, timeout_keep_alive=30) as srv:
+        with RawClient.to(srv) as client:
+            started = time.monotonic()
+            client.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            for _ in range(3):  # a slowloris keeps trickling: that does not extend the deadline
+                time.sleep(0.4)
+                client.send(b"X-Drip: 1\r\n")
+            response = client.read_response(timeout=10)
+            assert response.status == 408
+            assert client.read_to_eof() == b""
+            assert 1 <= time.monotonic() - started < 6
+        assert seen.calls == []
+        still_serving(srv)
+
+
+def test_stalled_upload_is_cut_and_the_app_gets_disconnect() -> None:
+    seen = Seen()
+    with serve(reading_app(seen), timeout_request_body=1) as srv:
+        with RawClient.to(srv) as client:
+            client.send(request("POST", headers=[("Content-Length", "100")], body=b"x" * 10))
+            started = time.monotonic()
+            response = client.read_response(timeout=10)
+            assert response.status == 408
+            assert 1 <= time.monotonic() - started < 6
+        assert seen.messages == ["http.request", "http.disconnect"]
+
+
+def test_a_slow_but_moving_upload_is_not_cut() -> None:
+    seen = Seen()
+    with serve(reading_app(seen), timeout_request_body=1) as srv:
+        with RawClient.to(srv) as client:
+            client.send(request("POST", headers=[("Content-Length", "6")]))
+            for byte in b"abcdef":  # 3 s in all, never 1 s without progress
+                time.sleep(0.5)
+                client.send(bytes([byte]))
+            assert client.read_response(timeout=10).body == b"done"
+
+
+def test_client_that_stops_reading_is_cut_after_timeout_write_and_send_raises() -> None:
+    seen = Seen()
+    chunk = b"x" * 65536
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        await send(OK)
+        try:
+            for _ in range(100000):  # ~6.5 GB: far more than any socket buffer
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except OSError as exc:
+            seen.send_errors.append(exc)
+
+    with serve(app, timeout_write=1) as srv:
+        sock = srv.connect(TIMEOUT)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(request())
+        deadline = time.monotonic() + 15
+        while not seen.send_errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sock.close()
+        assert seen.send_errors, "send() kept waiting on a client that never reads"
+        assert type(seen.send_errors[0]).__name__ == "ClientDisconnected"
+
+
+# ---------------------------------------------------------------------- HTTP/2
+class H2Client:
+    def __init__(self, port: int, initial_window: int | None = None) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        if initial_window is not None:
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: initial_window})
+        self.sock.sendall(self.conn.data_to_send())
+        self.events: list = []
+
+    def request(self, method: str, headers: list | None = None, body: bytes = b"", end: bool = True) -> int:
+        stream_id = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(stream_id, [(":method", method), (":path", "/"), (":scheme", "http"),
+                                           (":authority", "127.0.0.1"), *(headers or [])], end_stream=end and not body)
+        if body:
+            self.conn.send_data(stream_id, body, end_stream=end)
+        self.sock.sendall(self.conn.data_to_send())
+        return stream_id
+
+    def wait_for(self, predicate: Any, timeout: float = 10) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events:
+                if predicate(event):
+                    return event
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                break
+            if not data:
+                break
+            self.events += self.conn.receive_data(data)
+            self.sock.sendall(self.conn.data_to_send())
+        raise AssertionError(f"no matching event; got {self.events}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_http2_declared_body_over_limit_gets_413() -> None:
+    seen = Seen()
+    with serve(reading_app(seen), limit_request_body=10) as srv:
+        client = H2Client(srv.port)
+        try:
+            stream_id = client.request("POST", [("content-length", "11")], b"x" * 11)
+            event = client.wait_for(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id)
+            assert dict(event.headers)[":status"] == "413"
+            ok_id = client.request("POST", [("content-length", "3")], b"abc")
+            event = client.wait_for(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == ok_id)
+            assert dict(event.headers)[":status"] == "200"
+        finally:
+            client.close()
+
+
+def test_http2_undeclared_body_over_limit_gets_413_and_the_app_is_told() -> None:
+    seen = Seen()
+    with serve(reading_app(seen), limit_request_body=10) as srv:
+        client = H2Client(srv.port)
+        try:
+            stream_id = client.request("POST", body=b"x" * 8, end=False)
+            deadline = time.monotonic() + TIMEOUT
+            while not seen.messages and time.monotonic() < deadline:
+                time.sleep(0.01)
+            client.conn.send_data(stream_id, b"y" * 8)
+            client.sock.sendall(client.conn.data_to_send())
+            event = client.wait_for(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id)
+            assert dict(event.headers)[":status"] == "413"
+            deadline = time.monotonic() + TIMEOUT
+            while "http.disconnect" not in seen.messages and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert seen.messages == ["http.request", "http.disconnect"]
+        finally:
+            client.close()
+
+
+def test_http2_stream_held_at_zero_window_is_reset_after_timeout_write() -> None:
+    seen = Seen()
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        await send(OK)
+        try:
+            for _ in range(100):
+                await send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True})
+        except OSError as exc:
+            seen.send_errors.append(exc)
+
+    with serve(app, timeout_write=1) as srv:
+        client = H2Client(srv.port, initial_window=0)  # the server may send no DATA at all
+        try:
+            stream_id = client.request("GET")
+            reset = client.wait_for(lambda e: isinstance(e, h2.events.StreamReset) and e.stream_id == stream_id,
+                                    timeout=15)
+            assert reset.error_code == h2.errors.ErrorCodes.CANCEL
+        finally:
+            client.close()
+        deadline = time.monotonic() + TIMEOUT
+        while not seen.send_errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert type(seen.send_errors[0]).__name__ == "ClientDisconnected"
+
+
+# ---------------------------------------------------------------------- configuration
+@pytest.mark.parametrize("option, value", [
+    ("limit_request_line", 0), ("limit_request_fields", 0), ("limit_request_field_size", 0),
+    ("limit_request_body", -1), ("timeout_request_header", -1), ("timeout_write", -1),
+])
+def test_invalid_limit_is_a_config_error(option: str, value: int) -> None:
+    from tether.config import Config
+    from tether.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=option.replace("_", "-")):
+        Config(app=None, **{option: value})
