@@ -27,3 +27,69 @@ def test_wrk_rate_parsing():
     out = "Running 10s test @ http://x\n  1 threads\nRequests/sec:  30109.15\nTransfer/sec: 4MB\n"
     assert _wrk_rate(out) == 30109.15
     assert _wrk_rate("garbage") is None
+
+
+WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:1/hello
+  1 threads and 64 connections
+  Latency Distribution
+     50%    1.20ms
+     75%    1.50ms
+     90%    2.00ms
+     99%  850.00us
+  100000 requests in 3.00s, 12.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  33333.33
+"""
+
+
+def test_parse_wrk_reads_rate_percentiles_and_errors():
+    from bench.throughput import parse_wrk
+
+    result = parse_wrk(WRK_OUTPUT)
+    assert result["rps"] == 33333.33
+    assert result["p50_ms"] == 1.2
+    assert result["p99_ms"] == 0.85
+    assert result["errors"] == 3 + 4
+
+
+def test_parse_h2load_reads_rate_and_failures():
+    from bench.h2 import parse_h2load
+
+    out = ("finished in 3.00s, 5090.00 req/s, 181.80KB/s\n"
+           "requests: 25450 total, 26090 started, 25450 done, 25400 succeeded, 50 failed, 50 errored, 0 timeout\n")
+    result = parse_h2load(out)
+    assert result["rps"] == 5090.0
+    assert result["errors"] == 50
+
+
+def test_summarise_gives_medians_spread_and_ratios_in_the_same_run():
+    from bench.throughput import markdown, summarise
+
+    def run(rps):
+        return {"rps": rps, "p99_ms": 2.0, "errors": 0}
+
+    rows = summarise({"hello": {"tether": [run(30), run(10), run(20)], "uvicorn": [run(10), run(10), run(10)]}})
+    tether = next(r for r in rows if r["server"] == "tether")
+    uvicorn = next(r for r in rows if r["server"] == "uvicorn")
+    assert tether["median_rps"] == 20 and tether["spread_pct"] == 100.0
+    assert uvicorn["tether_ratio"] == 2.0
+    table = markdown(rows)
+    assert "| hello | uvicorn | 10 | ±0% | 2.00 | 0 | 2.00× |" in table
+    assert "| hello | tether | 20 | ±50% | 2.00 | 0 | — |" in table
+
+
+def test_bench_run_selects_suites_and_scenarios():
+    from bench.run import command, plan
+
+    assert [suite for suite, _ in plan([])] == ["throughput", "h2", "ws", "disconnect", "scale"]
+    assert plan(["stream", "hello", "h2-64k", "ws-echo"]) == [("throughput", ["stream", "hello"]), ("h2", ["64k"]),
+                                                             ("ws", None)]
+    assert plan(["throughput", "hello"]) == [("throughput", None)]
+    assert plan(["disconnect-load"]) == [("disconnect", ["load"])]
+    args = command("throughput", ["hello"], quick=True)
+    assert args[-3:] == ["--quick", "--scenarios", "hello"] and args[1].endswith("throughput.py")
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown benchmark 'nope'"):
+        plan(["nope"])
