@@ -81,62 +81,79 @@ def build_head(
 
     Raises RuntimeError for headers that are not bytes or that would inject a line.
     """
-    parts = [STATUS_LINES[status] if http11 else STATUS_LINES[status].replace(b"HTTP/1.1", b"HTTP/1.0", 1)]
-    content_length = None
-    chunked = False
-    lines = 1
-    for item in headers:
-        name, value = item
-        if type(name) is not bytes or type(value) is not bytes:
-            raise RuntimeError(f"response header names and values must be bytes, got {item!r}")
-        lname = name.lower()
-        if lname == b"content-length":
-            if not value.strip().isdigit():
-                raise RuntimeError(f"invalid content-length header {value!r}")
-            content_length = int(value)
-            continue  # written once, below
-        elif lname == b"transfer-encoding":
-            if value.lower() == b"chunked" and http11:
-                chunked = True
-            continue  # framing is ours to do
-        elif lname == b"connection":
-            if value.lower() == b"close":
-                keep_alive = False
-            continue
-        parts.append(name + b": " + value + b"\r\n")
-        lines += 1
-    if extra:
-        parts.append(extra)
-        lines += extra.count(b"\n")
+    try:
+        key = (status, *headers)
+        app_part = _APP_PARTS.get(key)
+    except TypeError:  # (unhashable header items, e.g. lists: not cached)
+        key = app_part = None
+    if app_part is None:
+        app_part = _app_part(status, headers)
+        if key is not None:
+            if len(_APP_PARTS) >= 512:
+                _APP_PARTS.clear()
+            _APP_PARTS[key] = app_part
+    block, content_length, chunked, close = app_part
+    if close:
+        keep_alive = False
+    if not http11:
+        block = block.replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+        chunked = False
+    parts = [block, extra]
     if status in NO_BODY_STATUSES:
         chunked = False
     elif content_length is None and not chunked:
         if not more:
             if not (head_request and body_len == 0):
                 parts.append(b"content-length: %d\r\n" % body_len)
-                lines += 1
         elif http11:
             chunked = True
         else:
             keep_alive = False  # HTTP/1.0 without a length: the close ends the body
     if content_length is not None:
         parts.append(b"content-length: %d\r\n" % content_length)
-        lines += 1
         chunked = False
     if chunked:
         parts.append(b"transfer-encoding: chunked\r\n")
-        lines += 1
     if not keep_alive:
         parts.append(b"connection: close\r\n")
-        lines += 1
     elif not http11:
         parts.append(b"connection: keep-alive\r\n")
-        lines += 1
     parts.append(b"\r\n")
-    head = b"".join(parts)
-    if head.count(b"\n") != lines + 1 or head.count(b"\r") != lines + 1:
-        raise RuntimeError("response headers must not contain CR or LF characters")
-    return HeadInfo(head, content_length, chunked, keep_alive)
+    return HeadInfo(b"".join(parts), content_length, chunked, keep_alive)
+
+
+# The status line and the app's header lines, by (status, *headers): most apps send the same
+# few header lists again and again, so the loop and checks below run once per distinct list.
+_APP_PARTS: dict = {}
+
+
+def _app_part(status: int, headers: Any) -> tuple:
+    """(status line + app header lines, content-length, chunked asked, close asked)."""
+    parts = [STATUS_LINES[status]]
+    content_length = None
+    chunked = False
+    close = False
+    for item in headers:
+        name, value = item
+        if type(name) is not bytes or type(value) is not bytes:
+            raise RuntimeError(f"response header names and values must be bytes, got {item!r}")
+        if b"\n" in name or b"\r" in name or b"\n" in value or b"\r" in value:
+            raise RuntimeError("response headers must not contain CR or LF characters")
+        lname = name.lower()
+        if lname == b"content-length":
+            if not value.strip().isdigit():
+                raise RuntimeError(f"invalid content-length header {value!r}")
+            content_length = int(value)
+            continue  # written once, by build_head
+        elif lname == b"transfer-encoding":
+            chunked = value.lower() == b"chunked"
+            continue  # framing is ours to do
+        elif lname == b"connection":
+            if value.lower() == b"close":
+                close = True
+            continue
+        parts.append(name + b": " + value + b"\r\n")
+    return b"".join(parts), content_length, chunked, close
 
 
 def chunk(body: bytes) -> bytes:
@@ -193,6 +210,9 @@ class _Refused(Exception):
 
 
 HEAD_TOO_LARGE = (431, b"Request header fields too large")
+# Request headers that on_header looks at (the rest are only collected).
+_WATCHED_HEADERS = frozenset({b"expect", b"content-length", b"x-forwarded-for", b"x-forwarded-proto"})
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
 # ---------------------------------------------------------------------- the protocol
@@ -203,7 +223,7 @@ class HTTP1Protocol(asyncio.Protocol):
         "keep_alive", "read_paused", "write_paused", "drain_waiters", "closed", "closing",
         "peer_fin", "probing", "idle_since", "head_info", "remaining", "head_request",
         "http11", "upgrade", "in_head", "head_raw", "trailer_headers", "upgrade_scope",
-        "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size",
+        "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size", "declared_length", "forwarded",
     )
 
     def __init__(self, settings: Any) -> None:
@@ -245,6 +265,8 @@ class HTTP1Protocol(asyncio.Protocol):
         self.stall = WriteStall()
         self.out: list = []  # parts of a streamed response written at the end of this loop pass
         self.out_size = 0
+        self.declared_length = 0  # the request's Content-Length, for --limit-request-body
+        self.forwarded = False  # X-Forwarded-* seen: --proxy-headers has work to do
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: Any) -> None:
@@ -373,7 +395,9 @@ class HTTP1Protocol(asyncio.Protocol):
         self.in_head = True
         self.expect_100 = False
         self.idle_since = 0.0
-        self.head_started = self.loop.time()
+        self.head_started = 0.0  # (the sweep starts the clock: no clock read per request)
+        self.declared_length = 0
+        self.forwarded = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -392,21 +416,27 @@ class HTTP1Protocol(asyncio.Protocol):
             or len(self.headers) >= settings.limit_request_fields
         ):
             raise _Refused(*HEAD_TOO_LARGE)
-        if name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100 = True
+        if name in _WATCHED_HEADERS:
+            if name == b"expect":
+                self.expect_100 = value.lower() == b"100-continue"
+            elif name == b"content-length":
+                self.declared_length = int(value) if value.isdigit() else 0
+            else:
+                self.forwarded = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         settings = self.settings
         http_version = parser.get_http_version()
-        method = parser.get_method().decode("ascii")
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         self.http11 = http_version == "1.1"
         self.in_head = False
         self.body_seen = 0
-        self.body_at = self.loop.time()
+        self.body_at = 0.0  # (started by the sweep, restarted by each piece of body)
         limit = settings.limit_request_body
-        if limit is not None and _declared_length(self.headers) > limit:
+        if limit is not None and self.declared_length > limit:
             raise _Refused(413, b"Request body too large")
         url = self.url
         if url[:1] == b"/":
@@ -417,7 +447,7 @@ class HTTP1Protocol(asyncio.Protocol):
         else:
             parsed = httptools.parse_url(url)
             raw_path, query = parsed.path or b"/", parsed.query or b""
-        path = decode_path(raw_path)
+        path = decode_path(raw_path) if b"%" in raw_path or not raw_path.isascii() else raw_path.decode("ascii")
         root_path = settings.root_path
         scope = {
             "type": "http",
@@ -436,7 +466,7 @@ class HTTP1Protocol(asyncio.Protocol):
             "extensions": {"http.response.trailers": {}, "http.response.pathsend": {}} if self.http11
             else {"http.response.pathsend": {}},
         }
-        if settings.proxy_headers:
+        if self.forwarded and settings.proxy_headers:
             apply_proxy_headers(scope, settings)
         keep_alive = parser.should_keep_alive() and not settings.shutting_down
         if parser.should_upgrade():
@@ -458,7 +488,7 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
-        self.body_at = self.loop.time()
+        self.body_at = 0.0  # progress: the sweep restarts the clock
         limit = self.settings.limit_request_body
         if limit is not None:
             self.body_seen += len(body)
@@ -557,13 +587,17 @@ class HTTP1Protocol(asyncio.Protocol):
             return
         if self.in_head:
             timeout = settings.timeout_request_header
-            if timeout and self.head_started and now - self.head_started > timeout:
+            if not self.head_started:
+                self.head_started = now
+            elif timeout and now - self.head_started > timeout:
                 error_logger.debug("request head from %s timed out after %ss", self.client, timeout)
                 self._reject(408, b"Request header timeout")
         elif self.parsing is not None and not self.read_paused and not self.peer_fin:
             # (paused: the app is not reading, which is not the client's fault)
             timeout = settings.timeout_request_body
-            if timeout and now - self.body_at > timeout:
+            if not self.body_at:
+                self.body_at = now
+            elif timeout and now - self.body_at > timeout:
                 error_logger.debug("request body from %s stalled for %ss", self.client, timeout)
                 if self.parsing is self.cycle:
                     self._reject(408, b"Request body timeout")  # the app gets http.disconnect
