@@ -31,6 +31,7 @@ import h2.exceptions
 import h2.settings
 import hpack
 import hpack.hpack
+import hpack.table
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
@@ -59,12 +60,86 @@ class _QuietLog:
 hpack.hpack.log = _QuietLog()  # type: ignore[assignment]
 
 
+class _Table(hpack.table.HeaderTable):
+    """An HPACK dynamic table that counts its changes, so that coding results can be reused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generation = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.generation += 1
+        super().add(name, value)
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @maxsize.setter
+    def maxsize(self, value: int) -> None:
+        self.generation += 1
+        hpack.table.HeaderTable.maxsize.fset(self, value)  # type: ignore[attr-defined]
+
+
+# HPACK coding is a function of (header block, dynamic table): while the table is unchanged, a
+# block that changed nothing codes the same again. Clients repeat their request headers and
+# apps their response headers, so both directions keep a few recent results per connection
+# (about a quarter of the per-request cost in h2load runs). Small and bounded per connection.
+_CACHED_BLOCKS = 32
+_CACHED_BLOCK_SIZE = 1024
+
+
 class _Encoder(hpack.Encoder):
-    """Response headers without Huffman coding: Huffman is pure Python per character in
-    hpack and saves a few bytes on headers that the dynamic table mostly indexes anyway."""
+    """Response headers: no Huffman coding (pure Python per character in hpack, for a few bytes
+    on headers the dynamic table mostly indexes anyway), and recent results reused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header_table = _Table()
+        self.recent: dict = {}
 
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
-        return super().encode(headers, huffman=False)
+        table = self.header_table
+        try:
+            key = tuple(headers)
+            hit = self.recent.get(key)
+        except TypeError:
+            key = hit = None
+        if hit is not None and hit[1] == table.generation and not table.resized:
+            return hit[0]
+        generation = table.generation
+        data = super().encode(headers, huffman=False)
+        if key is not None and table.generation == generation:  # (it changed nothing)
+            if len(self.recent) >= _CACHED_BLOCKS:
+                self.recent.clear()
+            self.recent[key] = (data, generation)
+        return data
+
+
+class _Decoder(hpack.Decoder):
+    """Request headers: recent results reused while the table and the size limit are unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header_table = _Table()
+        self.max_allowed_table_size = self.header_table.maxsize
+        self.recent: dict = {}
+
+    def decode(self, data: Any, raw: bool = False) -> Any:
+        table = self.header_table
+        if len(data) > _CACHED_BLOCK_SIZE:
+            return super().decode(data, raw)
+        data = bytes(data)
+        hit = self.recent.get(data)
+        if hit is not None and hit[1] == table.generation and hit[2] == self.max_header_list_size and hit[3] == raw:
+            return list(hit[0])
+        generation = table.generation
+        headers = super().decode(data, raw)
+        if table.generation == generation:
+            if len(self.recent) >= _CACHED_BLOCKS:
+                self.recent.clear()
+            self.recent[data] = (tuple(headers), generation, self.max_header_list_size, raw)
+        return headers
 
 
 class _Settings(h2.settings.Settings):
@@ -312,6 +387,8 @@ class H2Protocol:
                                            validate_outbound_headers=False, normalize_outbound_headers=False)
         conn = self.conn = h2.connection.H2Connection(config=config)
         conn.encoder = _Encoder()
+        conn.decoder, old = _Decoder(), conn.decoder
+        conn.decoder.max_header_list_size = old.max_header_list_size
         conn.local_settings = _Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: options.max_concurrent_streams,
             SettingCodes.MAX_HEADER_LIST_SIZE: options.max_header_list_size,
