@@ -7,12 +7,17 @@ per-request path reads plain attributes instead of re-deriving anything from Con
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import time
 from email.utils import formatdate
 from typing import Callable
 
 from .config import Config
 from .hangup import HangupWatcher
+from .logs import error_logger
+
+FD_WARNING_INTERVAL = 10.0  # seconds between two "out of file descriptors" warnings
 
 
 class WebSocketSettings:
@@ -56,6 +61,7 @@ class ServerState:
         "max_requests", "is_ssl", "ws_enabled", "ws", "http", "h2", "default_header_pairs", "h2_default_headers",
         # live values
         "date_line", "head_lines", "in_flight", "total_requests", "shutting_down", "on_max_requests",
+        "fd_baseline", "fd_warned_at",
     )
 
     def __init__(self, config: Config, app: Callable, loop: asyncio.AbstractEventLoop) -> None:
@@ -104,6 +110,8 @@ class ServerState:
         self.total_requests = 0
         self.shutting_down = False
         self.on_max_requests: Callable[[], None] | None = None
+        self.fd_baseline = _open_fds()
+        self.fd_warned_at = 0.0
         self.tick()
 
     def tick(self) -> None:
@@ -114,6 +122,7 @@ class ServerState:
         self.head_lines = self.default_header_lines + self.date_line  # once a second, not per response
         self.h2_default_headers = self.default_header_pairs + ([(b"date", self.date_line[6:-2])] if self.date_line else [])
         now = self.loop.time()
+        self._check_descriptors(now)
         deadline = now - self.timeout_keep_alive
         for conn in list(self.connections):
             if conn.idle_since and conn.idle_since < deadline:
@@ -121,9 +130,27 @@ class ServerState:
             else:
                 conn.check_timeouts(now)
 
+    def _check_descriptors(self, now: float) -> None:
+        """EMFILE on accept is handled by the event loop (libuv accepts and closes the excess
+        connection, asyncio retries a second later) but neither says so: this does."""
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        in_use = self.fd_baseline + len(self.connections)
+        if limit != resource.RLIM_INFINITY and in_use >= limit - 8 and now - self.fd_warned_at >= FD_WARNING_INTERVAL:
+            self.fd_warned_at = now
+            error_logger.warning(
+                "Out of file descriptors: %d connections open, limit %d (ulimit -n): new connections are "
+                "refused until some close", len(self.connections), limit)
+
     def request_counted(self) -> None:
         self.total_requests += 1
         if self.max_requests is not None and self.total_requests >= self.max_requests and self.on_max_requests:
             callback, self.on_max_requests = self.on_max_requests, None
             callback()
 
+
+def _open_fds() -> int:
+    """Descriptors this process has open (the listening sockets, the loop's own, files)."""
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # (minus the one listdir used)
+    except OSError:
+        return 16

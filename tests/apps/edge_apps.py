@@ -33,7 +33,8 @@ def _query(scope):
 
 
 async def info(scope, receive, send):
-    """GET / -> the scope as JSON; /sleep?s=N answers after N s; /block?ms=N blocks the loop first."""
+    """GET / -> the scope as JSON; /sleep?s=N answers after N s; /block?ms=N blocks the loop first;
+    /exit kills the worker (os._exit)."""
     if scope["type"] == "lifespan":
         await _plain_lifespan(receive, send)
         return
@@ -47,6 +48,8 @@ async def info(scope, receive, send):
         print(f"SLEEP DONE {seconds}", flush=True)
         await _respond(send, f"slept {seconds}")
         return
+    if scope["path"].endswith("/exit"):
+        os._exit(3)  # a worker dying under the app's hand (tests/test_process_faults.py)
     if scope["path"].endswith("/block"):
         time.sleep(float(query.get("ms", "20")) / 1000)  # deliberately blocks this worker's loop
     loop = asyncio.get_running_loop()
