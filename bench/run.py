@@ -4,7 +4,7 @@
     bash bench/run --quick             # everything, short runs (about 8 minutes)
     bash bench/run --quick hello stream h2-hello ws-echo disconnect-load
 
-Names are suites (throughput, h2, ws, disconnect, scale) or single scenarios of a suite
+Names are suites (throughput, h2, ws, disconnect, scale, slowloris) or single scenarios of a suite
 (hello, 64k, echo, stream, close, c1000; h2-hello, h2-64k; ws-echo; disconnect-idle,
 disconnect-load). Each suite writes bench/results/<suite>-<time>.json and <suite>-latest.md.
 """
@@ -25,6 +25,7 @@ SUITES = {
     "ws": ("ws_echo.py", {"ws-echo": None}),
     "disconnect": ("disconnect.py", {"disconnect-idle": "idle", "disconnect-load": "load"}),
     "scale": ("scale.py", {}),
+    "slowloris": ("slowloris.py", {}),
 }
 
 

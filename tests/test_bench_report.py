@@ -82,7 +82,7 @@ def test_summarise_gives_medians_spread_and_ratios_in_the_same_run():
 def test_bench_run_selects_suites_and_scenarios():
     from bench.run import command, plan
 
-    assert [suite for suite, _ in plan([])] == ["throughput", "h2", "ws", "disconnect", "scale"]
+    assert [suite for suite, _ in plan([])] == ["throughput", "h2", "ws", "disconnect", "scale", "slowloris"]
     assert plan(["stream", "hello", "h2-64k", "ws-echo"]) == [("throughput", ["stream", "hello"]), ("h2", ["64k"]),
                                                              ("ws", None)]
     assert plan(["throughput", "hello"]) == [("throughput", None)]
