@@ -94,8 +94,9 @@ def reject_response(status: int, headers: Headers, body: bytes, default_lines: b
 
 
 def _refusal(status: int, headers: Headers, text: str) -> tuple[int, Headers, bytes]:
-    """websockets answers a bad version with 400; RFC 6455 §4.4 asks for 426 + the version."""
-    if status == 400 and "Sec-WebSocket-Version" in text:
+    """websockets answers a bad version with 400; RFC 6455 §4.4 asks for 426 + the version
+    (a missing version header is a malformed handshake: 400 stays)."""
+    if status == 400 and "Sec-WebSocket-Version" in text and "missing" not in text:
         headers = Headers([("Content-Type", "text/plain; charset=utf-8"), ("Sec-WebSocket-Version", "13")])
         return 426, headers, text.encode()
     if status in (405, 505):  # not GET / not HTTP/1.1: a malformed handshake either way

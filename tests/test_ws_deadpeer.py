@@ -1,0 +1,67 @@
+"""A WebSocket peer that vanishes without a close frame, FIN or RST (cable pulled) is found by
+Tether's pings: no pong within --ws-ping-timeout, and the app gets websocket.disconnect 1006.
+The client runs in a network namespace (see tests/test_acceptance_deadpeer.py for the HTTP
+version and why the link is set down rather than netem'd: this kernel has no netem)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import serve
+from tests.realworld import Recorder, netns_link
+from tests.test_acceptance_deadpeer import stop_client
+
+pytestmark = pytest.mark.timeout(60)
+
+CLIENT = """
+import sys, time
+from websockets.sync.client import connect
+host, port = sys.argv[1], int(sys.argv[2])
+ws = connect(f"ws://{host}:{port}/", open_timeout=5)
+ws.send("hello")
+print(ws.recv(5), flush=True)
+time.sleep(40)  # the link goes down under us: we never close
+"""
+
+
+def session_app(rec: Recorder) -> Any:
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        await send({"type": "websocket.send", "text": message["text"]})
+        rec.mark("open")
+        message = await receive()
+        rec.mark("disconnect", message)
+
+    return app
+
+
+def test_pings_find_a_vanished_websocket_peer() -> None:
+    rec = Recorder()
+    with netns_link() as link, serve(
+        session_app(rec), host=link.host_addr, lifespan="off", timeout_graceful_shutdown=1,
+        ws_ping_interval=1, ws_ping_timeout=1, tcp_keepalive=False,  # (only the pings can tell)
+    ) as srv:
+        client = link.popen(sys.executable, "-c", CLIENT, link.host_addr, str(srv.port),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            if not rec.wait("open", 15):
+                stop_client(client)
+                pytest.fail(f"the session from the namespace never opened: {client.stderr.read()}")
+            link.pull_cable()
+            pulled = time.monotonic()
+            assert rec.wait("disconnect", 10), "websocket.disconnect not seen within 10 s of the cable pull"
+            seconds = rec.since("disconnect", pulled) / 1000
+        finally:
+            stop_client(client)
+    assert rec.values["disconnect"]["code"] == 1006
+    print(f"\n[ws deadpeer] ping interval 1 s, timeout 1 s: peer found gone after {seconds:.2f} s")
+    assert seconds < 10
