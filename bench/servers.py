@@ -36,10 +36,15 @@ def command(server: str, app: str, port: int) -> list[str]:
         extra = ["--runtime-mode", "st"] if server == "granian-st" else []
         return [_bin("granian"), "--interface", "asgi", "--host", host, "--port", str(port), "--workers", "1",
                 "--log-level", "warning", *extra, app]
-    if server == "limit":
-        return [str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable,
-                str(BENCH / "limit_server.py"), str(port)]
+    if server in ("limit", "ws-limit"):
+        script = "limit_server.py" if server == "limit" else "ws_limit_server.py"
+        return [python(), str(BENCH / script), str(port)]
     raise ValueError(f"unknown server {server!r}")
+
+
+def python() -> str:
+    """The bench virtualenv's interpreter (this one when bench/setup.sh has not run)."""
+    return str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
 
 
 def free_port() -> int:

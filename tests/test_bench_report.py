@@ -93,3 +93,28 @@ def test_bench_run_selects_suites_and_scenarios():
 
     with pytest.raises(ValueError, match="unknown benchmark 'nope'"):
         plan(["nope"])
+
+
+def test_ws_echo_client_output_and_table():
+    from bench.ws_echo import markdown, parse_client, summarise
+
+    assert parse_client('noise\n{"messages": 300, "seconds": 3.0, "rate": 100.0, "errors": 0, "open": 64, '
+                        '"lost_early": 0}\n') == {"rate": 100.0, "errors": 0}
+    assert parse_client("Traceback ...") == {"rate": None, "errors": 1}
+    rows = summarise({"tether": [{"rate": 300.0, "errors": 0}] * 3, "uvicorn": [{"rate": 100.0, "errors": 0},
+                                                                                 {"rate": 200.0, "errors": 1},
+                                                                                 {"rate": None, "errors": 1}]})
+    uvicorn = next(r for r in rows if r["server"] == "uvicorn")
+    assert uvicorn["median"] == 150.0 and uvicorn["tether_ratio"] == 2.0 and uvicorn["errors"] == 2
+    assert "| uvicorn | 150 | ±33% | 2 | 2.00× |" in markdown(rows)
+
+
+def test_ws_client_splits_server_frames():
+    from bench.ws_client import masked_frame, split_frames
+
+    buf = bytearray(b"\x81\x03abc" + b"\x82\x7e\x00\x80" + b"x" * 128 + b"\x89\x00" + b"\x81\x05ab")
+    frames, used = split_frames(buf)
+    assert frames == [(1, b"abc"), (2, b"x" * 128), (9, b"")]
+    assert used == 5 + 4 + 128 + 2  # the last frame is incomplete
+    frame = masked_frame(1, b"hi")
+    assert frame[:2] == b"\x81\x82" and bytes(b ^ frame[2 + i % 4] for i, b in enumerate(frame[6:])) == b"hi"
