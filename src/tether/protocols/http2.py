@@ -28,6 +28,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
 import hpack
 import hpack.hpack
@@ -45,6 +46,7 @@ from .stall import WriteStall
 # RFC 9113 §8.2.2: connection-specific header fields must not appear in HTTP/2.
 CONNECTION_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
 MAX_RESETS_PER_SECOND = 200
+LINGER_SECONDS = 2.0  # how long a connection closed for an error drains the client's input
 MAX_CONTROL_FRAMES_PER_SECOND = 1000
 _EMPTY: tuple = ()
 
@@ -128,18 +130,51 @@ class _Decoder(hpack.Decoder):
     def decode(self, data: Any, raw: bool = False) -> Any:
         table = self.header_table
         if len(data) > _CACHED_BLOCK_SIZE:
-            return super().decode(data, raw)
+            return self._decode(data, raw)
         data = bytes(data)
         hit = self.recent.get(data)
         if hit is not None and hit[1] == table.generation and hit[2] == self.max_header_list_size and hit[3] == raw:
             return list(hit[0])
         generation = table.generation
-        headers = super().decode(data, raw)
+        headers = self._decode(data, raw)
         if table.generation == generation:
             if len(self.recent) >= _CACHED_BLOCKS:
                 self.recent.clear()
             self.recent[data] = (tuple(headers), generation, self.max_header_list_size, raw)
         return headers
+
+
+    def _decode(self, data: Any, raw: bool) -> Any:
+        try:
+            return super().decode(data, raw)
+        except hpack.OversizedHeaderListError:
+            raise  # (h2 answers it with ENHANCE_YOUR_CALM)
+        except (hpack.HPACKError, IndexError, TypeError, UnicodeDecodeError) as exc:
+            raise _CompressionError(f"invalid header block: {exc}") from None
+
+
+class _CompressionError(h2.exceptions.ProtocolError):
+    """RFC 9113 §4.3: a header block that does not decode is a COMPRESSION_ERROR (h2 would
+    report every decoding failure as PROTOCOL_ERROR)."""
+
+    error_code = ErrorCodes.COMPRESSION_ERROR
+
+
+class _FrameBuffer(h2.frame_buffer.FrameBuffer):
+    """h2 holds up to 64 CONTINUATION frames of a header block before it checks anything: up to
+    64 x the frame size per connection (CVE-2024-27316). Stop earlier: an encoded block larger
+    than the header list limit (plus a frame of slack) cannot decode within it."""
+
+    def __init__(self, max_block: int) -> None:
+        super().__init__(server=True)
+        self.max_block = max_block
+
+    def _update_header_buffer(self, f: Any) -> Any:
+        if self._headers_buffer:
+            size = sum(len(part.data) for part in self._headers_buffer) + len(getattr(f, "data", b""))
+            if size > self.max_block:
+                raise h2.exceptions.DenialOfServiceError(f"header block over {self.max_block} bytes")
+        return super()._update_header_buffer(f)
 
 
 class _Settings(h2.settings.Settings):
@@ -368,7 +403,7 @@ class H2Protocol:
     __slots__ = (
         "settings", "loop", "transport", "conn", "streams", "server", "client", "scheme", "write_paused",
         "closed", "closing", "idle_since", "window_start", "resets", "control_frames", "ping_payload",
-        "ping_handle", "pong_handle", "last_stream_id", "fd", "stall",
+        "ping_handle", "pong_handle", "last_stream_id", "fd", "stall", "draining",
     )
 
     def __init__(self, settings: Any, transport: Any, server: Any, client: Any, fd: int = -1) -> None:
@@ -387,8 +422,8 @@ class H2Protocol:
                                            validate_outbound_headers=False, normalize_outbound_headers=False)
         conn = self.conn = h2.connection.H2Connection(config=config)
         conn.encoder = _Encoder()
-        conn.decoder, old = _Decoder(), conn.decoder
-        conn.decoder.max_header_list_size = old.max_header_list_size
+        conn.decoder = _Decoder()
+        conn.incoming_buffer = _FrameBuffer(options.max_header_list_size + 16384)
         conn.local_settings = _Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: options.max_concurrent_streams,
             SettingCodes.MAX_HEADER_LIST_SIZE: options.max_header_list_size,
@@ -396,6 +431,10 @@ class H2Protocol:
             SettingCodes.MAX_FRAME_SIZE: options.max_frame_size,
             SettingCodes.ENABLE_PUSH: 0,
         })
+        # h2 takes initial_values as already in force, so it never applies these on the
+        # client's SETTINGS ACK: apply them here (they bind the client from its first frame on).
+        conn.decoder.max_header_list_size = options.max_header_list_size
+        conn.max_inbound_frame_size = options.max_frame_size
         self.streams: dict[int, H2Stream] = {}
         self.write_paused = False
         self.closed = False
@@ -409,6 +448,7 @@ class H2Protocol:
         self.pong_handle: Any = None
         self.last_stream_id = 0
         self.stall = WriteStall()
+        self.draining = False
 
     # ------------------------------------------------------------------ start
     def start(self, data: bytes = b"", upgrade: tuple | None = None) -> None:
@@ -442,15 +482,18 @@ class H2Protocol:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.draining:
+            return  # after a GOAWAY for an error: read and discard until the client closes
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             if error_logger.isEnabledFor(10):
                 error_logger.debug("HTTP/2 protocol error from %s: %s", self.client, exc)
-            self.flush()  # h2 has queued the GOAWAY
-            self._close()
+            self._close_after_goaway()  # (h2 has queued the GOAWAY)
             return
         for event in events:
+            if self.draining:
+                return  # a flood limit closed the connection: the rest is not served
             kind = type(event)
             if kind is h2.events.RequestReceived:
                 self._request(event)
@@ -511,7 +554,10 @@ class H2Protocol:
         stream_id = event.stream_id
         self.last_stream_id = max(self.last_stream_id, stream_id)
         if self.closing or len(self.streams) >= self.settings.h2.max_concurrent_streams:
-            self.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            try:
+                self.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            except h2.exceptions.StreamClosedError:
+                pass  # (the client reset it already, later in the same read)
             return
         scope = request_scope(event.headers, self.settings, self.server, self.client, self.scheme)
         self._start_stream(stream_id, scope, ended=event.stream_ended is not None)
@@ -622,8 +668,7 @@ class H2Protocol:
         if self.resets > MAX_RESETS_PER_SECOND or self.control_frames > MAX_CONTROL_FRAMES_PER_SECOND:
             error_logger.warning("HTTP/2 client %s sent too many resets or control frames: GOAWAY", self.client)
             self.conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, last_stream_id=self.last_stream_id)
-            self.flush()
-            self._close()
+            self._close_after_goaway()
             return True
         return False
 
@@ -719,7 +764,7 @@ class H2Protocol:
 
     def flush(self) -> None:
         data = self.conn.data_to_send()
-        if data and not self.closed:
+        if data and not self.closed and not self.draining:
             self.transport.write(data)
 
     def check_timeouts(self, now: float) -> None:
@@ -780,6 +825,20 @@ class H2Protocol:
             self.conn.close_connection(ErrorCodes.NO_ERROR, last_stream_id=self.last_stream_id)
             self.flush()
         if not self.streams:
+            self._close()
+
+    def _close_after_goaway(self) -> None:
+        """Send the GOAWAY, then FIN, and drain what the client still sends for a moment before
+        closing: closing a socket with unread input sends RST, and an RST can destroy the
+        GOAWAY in the client's receive buffer before the client has read it."""
+        self.flush()
+        self.closing = True
+        self.draining = True
+        transport = self.transport
+        if transport.can_write_eof() and not transport.is_closing():
+            transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self._close)
+        else:
             self._close()
 
     def _close(self) -> None:
