@@ -32,6 +32,7 @@ import h2.frame_buffer
 import h2.settings
 import hpack
 import hpack.hpack
+import hyperframe.frame
 import hpack.table
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
@@ -822,8 +823,12 @@ class H2Protocol:
             return
         self.closing = True
         if not self.closed:
-            self.conn.close_connection(ErrorCodes.NO_ERROR, last_stream_id=self.last_stream_id)
+            # Not h2's close_connection(): that ends h2's state machine, and the streams in
+            # flight could not send their responses any more. The GOAWAY is written by hand
+            # (the refusal of new streams is ours, in _request).
             self.flush()
+            goaway = hyperframe.frame.GoAwayFrame(0, last_stream_id=self.last_stream_id, error_code=ErrorCodes.NO_ERROR)
+            self.transport.write(goaway.serialize())
         if not self.streams:
             self._close()
 
