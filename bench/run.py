@@ -22,7 +22,7 @@ PYTHON = BENCH / ".venv" / "bin" / "python"
 SUITES = {
     "throughput": ("throughput.py", {n: n for n in ("hello", "64k", "echo", "stream", "close", "c1000")}),
     "h2": ("h2.py", {"h2-hello": "hello", "h2-64k": "64k"}),
-    "ws": ("ws_echo.py", {"ws-echo": None}),
+    "ws": ("ws.py", {"ws-echo": None}),
     "disconnect": ("disconnect.py", {"disconnect-idle": "idle", "disconnect-load": "load"}),
     "scale": ("scale.py", {}),
     "slowloris": ("slowloris.py", {}),

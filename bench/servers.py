@@ -37,7 +37,7 @@ def command(server: str, app: str, port: int) -> list[str]:
         return [_bin("granian"), "--interface", "asgi", "--host", host, "--port", str(port), "--workers", "1",
                 "--log-level", "warning", *extra, app]
     if server in ("limit", "ws-limit"):
-        script = "limit_server.py" if server == "limit" else "ws_limit_server.py"
+        script = "limit_server.py" if server == "limit" else "ws_ceiling.py"
         return [python(), str(BENCH / script), str(port)]
     raise ValueError(f"unknown server {server!r}")
 

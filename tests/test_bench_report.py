@@ -96,7 +96,7 @@ def test_bench_run_selects_suites_and_scenarios():
 
 
 def test_ws_echo_client_output_and_table():
-    from bench.ws_echo import markdown, parse_client, summarise
+    from bench.ws import markdown, parse_client, summarise
 
     assert parse_client('noise\n{"messages": 300, "seconds": 3.0, "rate": 100.0, "errors": 0, "open": 64, '
                         '"lost_early": 0}\n') == {"rate": 100.0, "errors": 0}
@@ -110,7 +110,7 @@ def test_ws_echo_client_output_and_table():
 
 
 def test_ws_client_splits_server_frames():
-    from bench.ws_client import masked_frame, split_frames
+    from bench.ws_load import masked_frame, split_frames
 
     buf = bytearray(b"\x81\x03abc" + b"\x82\x7e\x00\x80" + b"x" * 128 + b"\x89\x00" + b"\x81\x05ab")
     frames, used = split_frames(buf)

@@ -181,6 +181,27 @@ def simple_response(status: int, body: bytes, extra: bytes, keep_alive: bool) ->
     )
 
 
+def _check_old_version(version: str) -> None:
+    """HTTP/1.0 is served; HTTP/0.9 and HTTP/2+ in an HTTP/1 request line are not."""
+    if version == "1.0":
+        return
+    if version.startswith("0."):
+        raise _Refused(400, b"HTTP/0.9 is not supported")
+    raise _Refused(505, b"HTTP version not supported")
+
+
+def _check_transfer_encoding(value: bytes) -> None:
+    """Only ``chunked`` is understood (RFC 9112 section 6.1): chunked not last -> 400; another coding
+    before it -> 501; anything llhttp might read differently -> 400. Checked before the app runs."""
+    codings = [coding.strip(b" \t").lower() for coding in value.split(b",")]
+    if codings[-1] != b"chunked":
+        raise _Refused(400, b"Transfer-Encoding must end with chunked")
+    if len(codings) > 1:
+        raise _Refused(501, b"Transfer-Encoding not implemented")
+    if value.lower() != b"chunked":
+        raise _Refused(400, b"Invalid Transfer-Encoding")
+
+
 def _declared_length(headers: list) -> int:
     """The request's Content-Length (llhttp has already rejected malformed ones), or 0."""
     for name, value in headers:
@@ -211,7 +232,8 @@ class _Refused(Exception):
 
 HEAD_TOO_LARGE = (431, b"Request header fields too large")
 # Request headers that on_header looks at (the rest are only collected).
-_WATCHED_HEADERS = frozenset({b"expect", b"content-length", b"x-forwarded-for", b"x-forwarded-proto"})
+_WATCHED_HEADERS = frozenset({b"host", b"transfer-encoding", b"expect", b"content-length", b"x-forwarded-for",
+                              b"x-forwarded-proto"})
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
@@ -223,7 +245,7 @@ class HTTP1Protocol(asyncio.Protocol):
         "keep_alive", "read_paused", "write_paused", "drain_waiters", "closed", "closing",
         "peer_fin", "probing", "idle_since", "head_info", "remaining", "head_request",
         "http11", "upgrade", "in_head", "head_raw", "trailer_headers", "upgrade_scope",
-        "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size", "declared_length", "forwarded",
+        "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size", "declared_length", "forwarded", "hosts", "transfer_encoding", "reject_after",
     )
 
     def __init__(self, settings: Any) -> None:
@@ -267,6 +289,9 @@ class HTTP1Protocol(asyncio.Protocol):
         self.out_size = 0
         self.declared_length = 0  # the request's Content-Length, for --limit-request-body
         self.forwarded = False  # X-Forwarded-* seen: --proxy-headers has work to do
+        self.hosts = 0  # Host header lines in this request
+        self.transfer_encoding: bytes | None = None
+        self.reject_after: tuple | None = None  # an error answer due once the response in progress is out
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: Any) -> None:
@@ -398,6 +423,8 @@ class HTTP1Protocol(asyncio.Protocol):
         self.head_started = 0.0  # (the sweep starts the clock: no clock read per request)
         self.declared_length = 0
         self.forwarded = False
+        self.hosts = 0
+        self.transfer_encoding = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -417,7 +444,11 @@ class HTTP1Protocol(asyncio.Protocol):
         ):
             raise _Refused(*HEAD_TOO_LARGE)
         if name in _WATCHED_HEADERS:
-            if name == b"expect":
+            if name == b"host":
+                self.hosts += 1
+            elif name == b"transfer-encoding":
+                self.transfer_encoding = value
+            elif name == b"expect":
                 self.expect_100 = value.lower() == b"100-continue"
             elif name == b"content-length":
                 self.declared_length = int(value) if value.isdigit() else 0
@@ -433,6 +464,12 @@ class HTTP1Protocol(asyncio.Protocol):
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         self.http11 = http_version == "1.1"
         self.in_head = False
+        if not self.http11:
+            _check_old_version(http_version)
+        if self.hosts != 1 and (self.hosts or self.http11):
+            raise _Refused(400, b"A request needs exactly one Host header")  # RFC 9112 section 3.2
+        if self.transfer_encoding is not None:
+            _check_transfer_encoding(self.transfer_encoding)
         self.body_seen = 0
         self.body_at = 0.0  # (started by the sweep, restarted by each piece of body)
         limit = settings.limit_request_body
@@ -444,9 +481,12 @@ class HTTP1Protocol(asyncio.Protocol):
             raw_path, _, _ = raw_path.partition(b"#")
         elif method == "OPTIONS" and url == b"*":
             raw_path, query = b"*", b""
-        else:
+        else:  # absolute-form: its authority replaces Host (RFC 9112 section 3.2.2)
             parsed = httptools.parse_url(url)
             raw_path, query = parsed.path or b"/", parsed.query or b""
+            if parsed.host:
+                authority = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
+                self.headers = [(n, authority if n == b"host" else v) for n, v in self.headers]
         path = decode_path(raw_path) if b"%" in raw_path or not raw_path.isascii() else raw_path.decode("ascii")
         root_path = settings.root_path
         scope = {
@@ -469,6 +509,8 @@ class HTTP1Protocol(asyncio.Protocol):
         if self.forwarded and settings.proxy_headers:
             apply_proxy_headers(scope, settings)
         keep_alive = parser.should_keep_alive() and not settings.shutting_down
+        if self.transfer_encoding is not None and not self.http11:
+            keep_alive = False  # RFC 9112 section 6.1: HTTP/1.0 with Transfer-Encoding is faulty framing: close after
         if parser.should_upgrade():
             self.upgrade = next((v.lower() for n, v in self.headers if n == b"upgrade"), b"?")
             keep_alive = False
@@ -544,6 +586,8 @@ class HTTP1Protocol(asyncio.Protocol):
         if self.upgrade_scope is not None and not self.closed:
             self._switch_to_websocket(self.upgrade_scope, self.upgrade_rest)
         elif not self.keep_alive or self.closed:
+            if self.reject_after is not None and not self.closed:
+                self.transport.write(simple_response(*self.reject_after, self._default_lines(), False))
             self._close()
         elif self.pipeline:
             self._start(*self.pipeline.popleft())
@@ -634,7 +678,9 @@ class HTTP1Protocol(asyncio.Protocol):
         if self.cycle is None and not self.closing and not answered:
             self.transport.write(simple_response(status, message, self._default_lines(), False))
         else:
-            self.keep_alive = False
+            if self.keep_alive and self.cycle is not None and self.parsing is not self.cycle:
+                self.reject_after = (status, message)  # a bad request behind one in progress: answered after it
+            self.keep_alive = False  # (a connection already closing after this response owes nothing more)
         self.parsing = None
         self.pipeline.clear()
         if self.cycle is None:

@@ -1,12 +1,12 @@
 """WebSocket echo throughput, side by side: Tether, Uvicorn (websockets), Granian, Hypercorn.
 
     bash bench/setup.sh                               # once
-    bench/.venv/bin/python bench/ws_echo.py           # 3 interleaved repetitions of 10 s
-    bench/.venv/bin/python bench/ws_echo.py --quick --servers tether,uvicorn
+    bench/.venv/bin/python bench/ws.py           # 3 interleaved repetitions of 10 s
+    bench/.venv/bin/python bench/ws.py --quick --servers tether,uvicorn
 
 64 connections, each keeping one 32-byte text message in flight (send, wait for the echo, send
-again), driven by bench/ws_client.py; every server started fresh with one worker on
-bench/apps/ws_echo_app.py. "ws-limit" is a bare uvloop echo protocol (no ASGI): the ceiling,
+again), driven by bench/ws_load.py; every server started fresh with one worker on
+bench/apps/ws_app.py. "ws-limit" is a bare uvloop echo protocol (no ASGI): the ceiling,
 and the proof that the client is not the bottleneck. The headline is Tether's median messages/s
 ÷ each other server's, in the same run. Results: bench/results/ws-<time>.json, ws-latest.md.
 """
@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import write_results  # noqa: E402
 from bench.servers import BENCH, Running, machine, python  # noqa: E402
 
-APP = "bench.apps.ws_echo_app:app"
+APP = "bench.apps.ws_app:app"
 SERVERS = ("tether", "uvicorn", "granian", "hypercorn", "ws-limit")
 
 
 def run_client(port: int, connections: int, seconds: float) -> dict:
-    cmd = [python(), str(BENCH / "ws_client.py"), str(port), str(connections), str(seconds)]
+    cmd = [python(), str(BENCH / "ws_load.py"), str(port), str(connections), str(seconds)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     return parse_client(out.stdout)
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"errors {result['errors']}", flush=True)
     rows = summarise(samples)
     table = markdown(rows)
-    command = ("python bench/ws_echo.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    command = ("python bench/ws.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     write_results("ws", {"command": command, "machine": machine(), "rows": rows, "samples": samples}, table, command)
     print(table)
     return 0

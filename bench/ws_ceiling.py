@@ -1,5 +1,5 @@
 """The WebSocket "limit" reference: a bare uvloop protocol that answers the handshake and echoes
-text frames, no ASGI at all. Its rate shows what bench/ws_client.py can drive on this machine
+text frames, no ASGI at all. Its rate shows what bench/ws_load.py can drive on this machine
 (the client must not be the bottleneck) and the ceiling for a Python server."""
 
 import asyncio

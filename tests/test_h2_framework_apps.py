@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from tests.conftest import serve
 from tests.realworld import Recorder
-from tests.test_h2_functional import H2Client
+from tests.test_h2_streams import H2Client
 
 pytestmark = pytest.mark.timeout(60)
 

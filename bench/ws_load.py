@@ -1,12 +1,12 @@
-"""The WebSocket echo load generator for bench/ws_echo.py: N connections, each keeping one small
+"""The WebSocket echo load generator for bench/ws.py: N connections, each keeping one small
 text message in flight (send, wait for the echo, send again) for a given time.
 
-    python bench/ws_client.py PORT CONNECTIONS SECONDS [SIZE]
+    python bench/ws_load.py PORT CONNECTIONS SECONDS [SIZE]
 
 Prints one JSON line: {"messages": total echoes received in the measured window, "errors": ...}.
 Frames are pre-built and masked once (a fixed mask is fine for a benchmark); the server's
 unmasked replies are parsed just enough to count them, so one client core drives far more
-than any Python server answers (checked against bench/ws_limit_server.py).
+than any Python server answers (checked against bench/ws_ceiling.py).
 """
 
 from __future__ import annotations
