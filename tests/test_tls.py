@@ -221,3 +221,24 @@ def test_tls_completed_responses_log_no_error(certs):
         time.sleep(0.3)
         out = srv.output()
         assert "Exception in ASGI application" not in out, out[-3000:]
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_streamed_response_over_tls_is_not_held_back(certs, loop):
+    """A response sent in many send() calls to a client that only reads: the TLS transport must
+    not leave send() paused (a high-water mark of 0 made it wait for the client's next bytes)."""
+    from tests.conftest import serve
+
+    chunk = bytes(range(256)) * 64  # 16 KiB
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/octet-stream")]})
+        for _ in range(200):  # 3.2 MiB
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    with serve(app, loop=loop, ssl_certfile=str(certs.cert_file), ssl_keyfile=str(certs.key_file)) as srv:
+        response = httpx.get(srv.url + "/", verify=certs.client_context(), timeout=10)
+        assert response.status_code == 200 and response.content == chunk * 200

@@ -35,7 +35,7 @@ from ..errors import ClientDisconnected
 from ..hangup import ERR, FIN, HUP
 from ..logs import STATS, error_logger
 from ..proxy import apply_proxy_headers
-from .stall import WriteStall
+from .stall import WRITE_HIGH_WATER, WriteStall
 
 HIGH_WATER = 65536  # request body bytes buffered before reading pauses
 PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -296,7 +296,7 @@ class HTTP1Protocol(asyncio.Protocol):
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        transport.set_write_buffer_limits(0)  # send() returns only once the kernel has the bytes
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER)  # send() returns once the kernel has the bytes
         sock = self.sock = transport.get_extra_info("socket")
         self.fd = sock.fileno() if sock is not None else -1
         server = transport.get_extra_info("sockname")

@@ -42,7 +42,7 @@ from ..errors import ClientDisconnected
 from ..logs import STATS, error_logger
 from ..proxy import apply_proxy_headers
 from .http1 import NO_BODY_STATUSES, _declared_length, _service_unavailable, decode_path
-from .stall import WriteStall
+from .stall import WRITE_HIGH_WATER, WriteStall
 
 # RFC 9113 §8.2.2: connection-specific header fields must not appear in HTTP/2.
 CONNECTION_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
@@ -457,7 +457,7 @@ class H2Protocol:
         ``(settings_header, scope)`` makes the HTTP/1.1 request stream 1."""
         settings = self.settings
         settings.connections.add(self)
-        self.transport.set_write_buffer_limits(0)  # send() returns only once the kernel has it
+        self.transport.set_write_buffer_limits(WRITE_HIGH_WATER)  # send() returns once the kernel has the bytes
         if upgrade is None:
             self.conn.initiate_connection()
         else:

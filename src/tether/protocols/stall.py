@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+# The transports' high-water mark: send() returns only once the kernel has the bytes. Not 0:
+# TLS transports pause the writer when their buffer is >= the mark, so 0 would pause after every
+# write, even with nothing left to send, and a client that only reads would never resume it.
+# Plain TCP transports pause at > the mark: 1 byte is as good as 0 there.
+WRITE_HIGH_WATER = 1
+
 
 class WriteStall:
     __slots__ = ("since", "left")

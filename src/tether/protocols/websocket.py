@@ -34,7 +34,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from ..errors import ClientDisconnected
-from .stall import WriteStall
+from .stall import WRITE_HIGH_WATER, WriteStall
 from ..hangup import ERR, FIN, HUP
 from ..logs import error_logger
 from .. import websocket_cycle as session
@@ -153,7 +153,7 @@ class WebSocketProtocol:
         """Check the handshake; if it is valid, run the app with a ``websocket`` scope."""
         settings = self.settings
         settings.connections.add(self)
-        self.transport.set_write_buffer_limits(0)  # send() returns only once the kernel has it
+        self.transport.set_write_buffer_limits(WRITE_HIGH_WATER)  # send() returns once the kernel has the bytes
         response = self.ws.accept(handshake_request(scope))
         if response.status_code != 101:
             status, headers, body = _refusal(response.status_code, response.headers, response.body.decode())
