@@ -245,7 +245,7 @@ class HTTP1Protocol(asyncio.Protocol):
         "keep_alive", "read_paused", "write_paused", "drain_waiters", "closed", "closing",
         "peer_fin", "probing", "idle_since", "head_info", "remaining", "head_request",
         "http11", "upgrade", "in_head", "head_raw", "trailer_headers", "upgrade_scope",
-        "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size", "declared_length", "forwarded", "hosts", "transfer_encoding", "reject_after",
+        "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size", "declared_length", "forwarded", "hosts", "transfer_encoding", "reject_after", "head_began",
     )
 
     def __init__(self, settings: Any) -> None:
@@ -292,6 +292,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self.hosts = 0  # Host header lines in this request
         self.transfer_encoding: bytes | None = None
         self.reject_after: tuple | None = None  # an error answer due once the response in progress is out
+        self.head_began = False  # a head began during the current read (head_raw counts later reads)
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: Any) -> None:
@@ -407,9 +408,12 @@ class HTTP1Protocol(asyncio.Protocol):
             self._reject(400, b"Invalid HTTP request")
         else:
             if self.in_head:  # a head still incomplete: bound what llhttp may be holding
-                self.head_raw += len(data)
-                if self.head_raw > self.settings.max_head_size:
-                    self._reject(*HEAD_TOO_LARGE)
+                if self.head_began:  # (it began inside this read: earlier bytes were not its own)
+                    self.head_began = False
+                else:
+                    self.head_raw += len(data)
+                    if self.head_raw > self.settings.max_head_size:
+                        self._reject(*HEAD_TOO_LARGE)
 
     # ------------------------------------------------------------------ parser callbacks
     def on_message_begin(self) -> None:
@@ -417,6 +421,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self.headers = []
         self.head_size = 0
         self.head_raw = 0
+        self.head_began = True
         self.in_head = True
         self.expect_100 = False
         self.idle_since = 0.0
