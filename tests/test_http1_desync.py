@@ -122,6 +122,7 @@ CASES: dict[str, tuple[bytes, Any]] = {
     "tab separators": (get(b"GET\t/\tHTTP/1.1", H.strip()), 400),
     "control byte in the target": (get(b"GET /a\x01b HTTP/1.1", H.strip()), 400),
     "space in the target": (get(b"GET /a b HTTP/1.1", H.strip()), 400),
+    "target neither origin- nor absolute-form": (get(b"GET q=1 HTTP/1.1", H.strip()), 400),
     "empty line before the request (ignored)": (b"\r\n" + get(b"GET / HTTP/1.1", H.strip()), [("GET", "/", b"")]),
     # pipelining
     "two pipelined requests": (get(b"GET /1 HTTP/1.1", H.strip()) + get(b"GET /2 HTTP/1.1", H.strip()),

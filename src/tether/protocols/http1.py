@@ -487,7 +487,10 @@ class HTTP1Protocol(asyncio.Protocol):
         elif method == "OPTIONS" and url == b"*":
             raw_path, query = b"*", b""
         else:  # absolute-form: its authority replaces Host (RFC 9112 section 3.2.2)
-            parsed = httptools.parse_url(url)
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise _Refused(400, b"Invalid request target") from None
             raw_path, query = parsed.path or b"/", parsed.query or b""
             if parsed.host:
                 authority = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
