@@ -38,6 +38,7 @@ from ..proxy import apply_proxy_headers
 from .stall import WRITE_HIGH_WATER, WriteStall
 
 HIGH_WATER = 65536  # request body bytes buffered before reading pauses
+LINGER_SECONDS = 2.0  # how long a connection closed after an error answer drains the client's input
 PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -245,7 +246,7 @@ class HTTP1Protocol(asyncio.Protocol):
         "keep_alive", "read_paused", "write_paused", "drain_waiters", "closed", "closing",
         "peer_fin", "probing", "idle_since", "head_info", "remaining", "head_request",
         "http11", "upgrade", "in_head", "head_raw", "trailer_headers", "upgrade_scope",
-        "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size", "declared_length", "forwarded", "hosts", "transfer_encoding", "reject_after", "head_began",
+        "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size", "declared_length", "forwarded", "hosts", "transfer_encoding", "reject_after", "head_began", "draining",
     )
 
     def __init__(self, settings: Any) -> None:
@@ -293,6 +294,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self.transfer_encoding: bytes | None = None
         self.reject_after: tuple | None = None  # an error answer due once the response in progress is out
         self.head_began = False  # a head began during the current read (head_raw counts later reads)
+        self.draining = False  # closing after an error answer: input is read and discarded
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: Any) -> None:
@@ -333,6 +335,8 @@ class HTTP1Protocol(asyncio.Protocol):
                     waiter.set_result(None)
 
     def eof_received(self) -> bool | None:
+        if self.draining:
+            return None  # the client has read our answer and closed: close too
         self.peer_fin = True
         cycle = self.cycle
         if cycle is None or cycle.state == DONE or self.parsing is not None:
@@ -385,6 +389,8 @@ class HTTP1Protocol(asyncio.Protocol):
         await waiter
 
     def data_received(self, data: bytes) -> None:
+        if self.draining:
+            return  # after an error answer: discarded until the client closes (_close_lingering)
         self.idle_since = 0.0
         if self.fresh:
             self.fresh = False
@@ -632,6 +638,25 @@ class HTTP1Protocol(asyncio.Protocol):
                 self.settings.hangups.unwatch(self.fd, self)
             self.transport.close()
 
+    def _close_lingering(self) -> None:
+        """Close after an error answer, the way nginx does (lingering close): FIN, then read and
+        discard what the client still sends for a moment. Closing at once with unread input
+        sends RST, which can destroy the error response in the client's buffer unread."""
+        self.flush()
+        transport = self.transport
+        if self.closing or self.settings.is_ssl or not transport.can_write_eof():
+            self._close()
+            return
+        self.closing = True
+        self.draining = True
+        if self.fd >= 0:
+            self.settings.hangups.unwatch(self.fd, self)
+        transport.write_eof()
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
+
     def check_timeouts(self, now: float) -> None:
         """From the once-a-second sweep: a client too slow with its head, its body, or reading."""
         settings = self.settings
@@ -680,7 +705,7 @@ class HTTP1Protocol(asyncio.Protocol):
             self.pipeline.clear()
             if unanswered and not self.closing:
                 self.transport.write(simple_response(status, message, self._default_lines(), False))
-            self._close()
+            self._close_lingering()
             return
         answered = self.parsing is not None and self.parsing.state == DONE  # (its body was being drained)
         if self.cycle is None and not self.closing and not answered:
@@ -692,7 +717,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self.parsing = None
         self.pipeline.clear()
         if self.cycle is None:
-            self._close()
+            self._close_lingering()
         else:
             self._pause_reading()
 
