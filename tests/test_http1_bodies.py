@@ -313,6 +313,18 @@ def test_curl_chunked_upload() -> None:
         assert result.stdout == digest_line(data)
 
 
+@pytest.mark.parametrize("framing", [[], ["-H", "Transfer-Encoding: chunked"]], ids=["length", "chunked"])
+def test_curl_http2_upgrade_with_a_body_is_served_as_http11_with_its_body(framing: list[str]) -> None:
+    # curl --http2 on http:// sends "Upgrade: h2c" even with a body. Tether does not upgrade a
+    # request with a body, and llhttp skips the body of an upgrade request: it must still reach the app.
+    data = payload(300000)
+    with serve(BodyRecorder(), lifespan="off") as srv:
+        result = curl("-v", "--http2", *framing, "--data-binary", "@-", srv.url, input=data)
+        assert result.returncode == 0, result.stderr
+        assert b"Upgrade: h2c" in result.stderr and b"HTTP/1.1 200" in result.stderr
+        assert result.stdout == digest_line(data)
+
+
 # ---------------------------------------------------------------------- response framing
 def streaming_app(parts: list[bytes], headers: list | None = None, status: int = 200) -> Any:
     async def app(scope: dict, receive: Any, send: Any) -> None:

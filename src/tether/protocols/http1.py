@@ -23,6 +23,7 @@ import asyncio
 import collections
 import logging
 import os
+import re
 import socket
 from http import HTTPStatus
 from typing import Any
@@ -195,7 +196,7 @@ def _check_transfer_encoding(value: bytes) -> None:
     """Only ``chunked`` is understood (RFC 9112 section 6.1): chunked not last -> 400; another coding
     before it -> 501; anything llhttp might read differently -> 400. Checked before the app runs."""
     codings = [coding.strip(b" \t").lower() for coding in value.split(b",")]
-    if codings[-1] != b"chunked":
+    if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
         raise _Refused(400, b"Transfer-Encoding must end with chunked")
     if len(codings) > 1:
         raise _Refused(501, b"Transfer-Encoding not implemented")
@@ -235,10 +236,32 @@ HEAD_TOO_LARGE = (431, b"Request header fields too large")
 # Request headers that on_header looks at (the rest are only collected).
 _WATCHED_HEADERS = frozenset({b"host", b"transfer-encoding", b"expect", b"content-length", b"x-forwarded-for",
                               b"x-forwarded-proto"})
+_OWS = (b" ", b"\t")
+# uri-host [":" port] (RFC 9112 section 3.2, RFC 3986): an IP literal, or reg-name / IPv4 characters.
+_HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+;=%]*)(:[0-9]*)?")
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
 # ---------------------------------------------------------------------- the protocol
+class _BodyOnly:
+    """Parser callbacks for a body alone (see HTTP1Protocol._read_body_after_ignored_upgrade)."""
+
+    __slots__ = ("protocol", "done")
+
+    def __init__(self, protocol: HTTP1Protocol) -> None:
+        self.protocol = protocol
+        self.done = False
+
+    def on_body(self, body: bytes) -> None:
+        if not self.done:
+            self.protocol.on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.done:  # (the connection closes after this request: nothing later is parsed for it)
+            self.done = True
+            self.protocol.on_message_complete()
+
+
 class HTTP1Protocol(asyncio.Protocol):
     __slots__ = (
         "settings", "loop", "transport", "parser", "fd", "server", "client", "scheme",
@@ -246,7 +269,7 @@ class HTTP1Protocol(asyncio.Protocol):
         "keep_alive", "read_paused", "write_paused", "drain_waiters", "closed", "closing",
         "peer_fin", "probing", "idle_since", "head_info", "remaining", "head_request",
         "http11", "upgrade", "in_head", "head_raw", "trailer_headers", "upgrade_scope",
-        "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size", "declared_length", "forwarded", "hosts", "transfer_encoding", "reject_after", "head_began", "draining",
+        "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size", "declared_length", "forwarded", "hosts", "transfer_encoding", "reject_after", "head_began", "draining", "body_after_upgrade",
     )
 
     def __init__(self, settings: Any) -> None:
@@ -281,6 +304,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self.trailer_headers: list = []
         self.upgrade_scope: dict | None = None  # a WebSocket or h2c upgrade, until it is handed over
         self.upgrade_rest = b""  # what followed the upgrade request's head
+        self.body_after_upgrade: RequestCycle | None = None  # an ignored upgrade's request, whose body follows
         self.fresh = True  # nothing received yet: the bytes may be an HTTP/2 preface
         self.head_started = 0.0  # for --timeout-request-header
         self.body_at = 0.0  # last request-body progress, for --timeout-request-body
@@ -444,8 +468,13 @@ class HTTP1Protocol(asyncio.Protocol):
             raise _Refused(414, b"Request-URI too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            return  # a chunked body's trailer: never merged into the request's headers (RFC 9110 section 6.5.1)
         settings = self.settings
         name = name.lower()
+        padded = value[-1:] in _OWS
+        if padded:
+            value = value.rstrip(b" \t")  # (llhttp keeps trailing whitespace; it is not part of the value)
         size = len(name) + len(value)
         self.head_size += size + 4
         if (
@@ -457,8 +486,13 @@ class HTTP1Protocol(asyncio.Protocol):
         if name in _WATCHED_HEADERS:
             if name == b"host":
                 self.hosts += 1
-            elif name == b"transfer-encoding":
-                self.transfer_encoding = value
+                if _HOST.fullmatch(value) is None:
+                    raise _Refused(400, b"Invalid Host header")  # RFC 9112 section 3.2
+            elif name == b"transfer-encoding":  # (several lines make one list)
+                if padded:  # whether llhttp reads "chunked\t" as chunked is its own choice: refuse
+                    raise _Refused(400, b"Transfer-Encoding must end with chunked")
+                previous = self.transfer_encoding
+                self.transfer_encoding = value if previous is None else previous + b", " + value
             elif name == b"expect":
                 self.expect_100 = value.lower() == b"100-continue"
             elif name == b"content-length":
@@ -529,13 +563,20 @@ class HTTP1Protocol(asyncio.Protocol):
             self.upgrade = next((v.lower() for n, v in self.headers if n == b"upgrade"), b"?")
             keep_alive = False
             if b"websocket" in self.upgrade:
+                if self.declared_length or self.transfer_encoding is not None:
+                    # RFC 6455 section 4.1: the handshake is a GET without a body; bytes that a front
+                    # end would read as a body must never reach the app as WebSocket frames.
+                    raise _Refused(400, b"WebSocket handshake must not have a body")
                 self.upgrade_scope = scope
                 return  # handed over when the parser reports the upgrade (_handle_upgrade)
             if self.upgrade == b"h2c" and self._can_upgrade_to_h2c():
                 self.upgrade_scope = scope
                 return
         cycle = RequestCycle(scope, self, self.expect_100 and self.http11)
-        self.parsing = cycle
+        if self.upgrade and (self.declared_length or self.transfer_encoding is not None):
+            self.body_after_upgrade = cycle  # llhttp skips this body: _read_body_after_ignored_upgrade
+        else:
+            self.parsing = cycle
         if self.cycle is None:
             self._start(cycle, keep_alive)
         else:
@@ -730,8 +771,11 @@ class HTTP1Protocol(asyncio.Protocol):
             return
         if b"websocket" not in self.upgrade:
             # Another upgrade (or an h2c one that cannot be honoured): the request is served
-            # as HTTP/1.1, then the connection closes, since what follows is not HTTP/1.1.
-            self._pause_reading()
+            # as HTTP/1.1 (RFC 9110 section 7.8 lets a server ignore Upgrade), then the connection closes.
+            if self.body_after_upgrade is not None:
+                self._read_body_after_ignored_upgrade(rest)
+            else:
+                self._pause_reading()
             return
         if not self.settings.ws_enabled:
             self._reject(400, b"Unsupported upgrade request")
@@ -741,6 +785,18 @@ class HTTP1Protocol(asyncio.Protocol):
         else:  # pipelined behind a response still in progress: hand over once it is done
             self.upgrade_scope, self.upgrade_rest = scope, rest
             self._pause_reading()
+
+    def _read_body_after_ignored_upgrade(self, rest: bytes) -> None:
+        """llhttp treats everything after an upgrade request's head as the new protocol, so the body
+        of a request whose upgrade is ignored (``curl --http2 -d ...``) would be lost. A second parser
+        reads it, framed as the head declared (the head is already checked: only framing is needed)."""
+        self.parsing, self.body_after_upgrade = self.body_after_upgrade, None
+        if self.transfer_encoding is not None:
+            framing = b"Transfer-Encoding: chunked"
+        else:
+            framing = b"Content-Length: %d" % self.declared_length
+        self.parser = httptools.HttpRequestParser(_BodyOnly(self))
+        self.data_received(b"POST / HTTP/1.1\r\nConnection: close\r\n" + framing + b"\r\n\r\n" + rest)
 
     def _can_upgrade_to_h2c(self) -> bool:
         """RFC 7540 §3.2: honour ``Upgrade: h2c`` for a bodyless request with HTTP2-Settings."""
