@@ -252,6 +252,8 @@ class WebSocketProtocol:
 
     # ------------------------------------------------------------------ incoming messages
     def _data_frame(self, opcode: Opcode, data: bytes, fin: bool) -> None:
+        if self.failed:
+            return  # RFC 6455 section 7.1.7: nothing after the failure is processed (frames later in the same read)
         if opcode is not CONT:
             self.message_text = opcode is TEXT
             self.message_parts = []
