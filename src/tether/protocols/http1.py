@@ -361,6 +361,8 @@ class HTTP1Protocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if self.draining:
             return None  # the client has read our answer and closed: close too
+        if self.out:
+            self.flush()  # what send() accepted reaches the kernel before the cycle is told
         self.peer_fin = True
         cycle = self.cycle
         if cycle is None or cycle.state == DONE or self.parsing is not None:
