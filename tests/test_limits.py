@@ -137,6 +137,31 @@ def test_slow_request_head_gets_408_after_timeout_request_header() -> None:
         still_serving(srv)
 
 
+def test_hundreds_of_slow_heads_timing_out_together_all_get_408() -> None:
+    # The sweep checks connections in slices, one slice per pass of the loop: every slice must
+    # run, and a normal client is served while they are cut.
+    with serve(reading_app(Seen()), timeout_request_header=1, timeout_keep_alive=30) as srv:
+        slow = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(300)]
+        try:
+            for sock in slow:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            still_serving(srv)
+            answers = []
+            for sock in slow:
+                data = b""
+                while b"\r\n" not in data:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                answers.append(data.split(b"\r\n", 1)[0])
+            assert answers == [b"HTTP/1.1 408 Request Timeout"] * 300
+            still_serving(srv)
+        finally:
+            for sock in slow:
+                sock.close()
+
+
 def test_stalled_upload_is_cut_and_the_app_gets_disconnect() -> None:
     seen = Seen()
     with serve(reading_app(seen), timeout_request_body=1) as srv:

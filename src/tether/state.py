@@ -18,6 +18,7 @@ from .hangup import HangupWatcher
 from .logs import error_logger
 
 FD_WARNING_INTERVAL = 10.0  # seconds between two "out of file descriptors" warnings
+SWEEP_SLICE = 64  # connections checked per pass of the event loop by the once-a-second sweep
 
 
 class WebSocketSettings:
@@ -123,12 +124,23 @@ class ServerState:
         self.h2_default_headers = self.default_header_pairs + ([(b"date", self.date_line[6:-2])] if self.date_line else [])
         now = self.loop.time()
         self._check_descriptors(now)
-        deadline = now - self.timeout_keep_alive
-        for conn in list(self.connections):
-            if conn.idle_since and conn.idle_since < deadline:
+        self._sweep(list(self.connections), 0, now, now - self.timeout_keep_alive)
+
+    def _sweep(self, conns: list, start: int, now: float, idle_deadline: float) -> None:
+        """Check SWEEP_SLICE connections, then let the loop serve before the next slice: a
+        thousand slow clients that time out together (slowloris) then cost many short pauses
+        instead of one long stall that every request in flight would wait through."""
+        end = start + SWEEP_SLICE
+        connections = self.connections
+        for conn in conns[start:end]:
+            if conn not in connections:
+                continue  # (closed since the sweep began)
+            if conn.idle_since and conn.idle_since < idle_deadline:
                 conn.close_idle()
             else:
                 conn.check_timeouts(now)
+        if end < len(conns):
+            self.loop.call_soon(self._sweep, conns, end, now, idle_deadline)
 
     def _check_descriptors(self, now: float) -> None:
         """EMFILE on accept is handled by the event loop (libuv accepts and closes the excess
