@@ -269,7 +269,7 @@ class HTTP1Protocol(asyncio.Protocol):
         "keep_alive", "read_paused", "write_paused", "drain_waiters", "closed", "closing",
         "peer_fin", "probing", "idle_since", "head_info", "remaining", "head_request",
         "http11", "upgrade", "in_head", "head_raw", "trailer_headers", "upgrade_scope",
-        "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size", "declared_length", "forwarded", "hosts", "transfer_encoding", "reject_after", "head_began", "draining", "body_after_upgrade",
+        "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size", "declared_length", "forwarded", "hosts", "transfer_encoding", "reject_after", "head_began", "draining", "body_after_upgrade", "valid_host",
     )
 
     def __init__(self, settings: Any) -> None:
@@ -305,6 +305,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self.upgrade_scope: dict | None = None  # a WebSocket or h2c upgrade, until it is handed over
         self.upgrade_rest = b""  # what followed the upgrade request's head
         self.body_after_upgrade: RequestCycle | None = None  # an ignored upgrade's request, whose body follows
+        self.valid_host = b""  # the last Host value that passed the check
         self.fresh = True  # nothing received yet: the bytes may be an HTTP/2 preface
         self.head_started = 0.0  # for --timeout-request-header
         self.body_at = 0.0  # last request-body progress, for --timeout-request-body
@@ -488,8 +489,10 @@ class HTTP1Protocol(asyncio.Protocol):
         if name in _WATCHED_HEADERS:
             if name == b"host":
                 self.hosts += 1
-                if _HOST.fullmatch(value) is None:
-                    raise _Refused(400, b"Invalid Host header")  # RFC 9112 section 3.2
+                if value != self.valid_host:  # (keep-alive clients repeat it: checked once)
+                    if _HOST.fullmatch(value) is None:
+                        raise _Refused(400, b"Invalid Host header")  # RFC 9112 section 3.2
+                    self.valid_host = value
             elif name == b"transfer-encoding":  # (several lines make one list)
                 if padded:  # whether llhttp reads "chunked\t" as chunked is its own choice: refuse
                     raise _Refused(400, b"Transfer-Encoding must end with chunked")
