@@ -5,8 +5,10 @@ awaiting receive() returns http.disconnect, for Tether, Uvicorn, Hypercorn and G
     python bench/disconnect.py --quick            # 40 trials
     python bench/disconnect.py --servers tether,uvicorn --scenarios idle
 
-Scenarios: ``idle`` (nothing else running) and ``load`` (wrk keeps the server busy on other
-connections with the /hello endpoint). Repetitions are interleaved across servers (A B C D,
+Scenarios: ``idle`` (nothing else running); ``load``: background load at about half the
+server's own peak, as the disconnect issue specifies (a 2 s wrk -c64 run measures the peak of
+this server in this block, then wrk paced by bench/paced.lua keeps about half of it going on
+other connections); ``busy``: wrk with 8 unpaced connections, so every server runs flat out. Repetitions are interleaved across servers (A B C D,
 A B C D, ...), each server started fresh per block. The app reports "ready" and "gone" over
 UDP with CLOCK_MONOTONIC timestamps, which are comparable across processes on one machine.
 Results: bench/results/disconnect-<time>.json and disconnect-latest.md.
@@ -29,6 +31,7 @@ from bench.servers import Running, machine  # noqa: E402
 from bench.report import percentile, write_results  # noqa: E402
 
 APP = "bench.apps.disconnect_app:app"
+PACED = Path(__file__).resolve().parent / "paced.lua"
 SERVERS = ("tether", "uvicorn", "hypercorn", "granian")
 
 
@@ -67,20 +70,27 @@ def _await(udp: socket.socket, prefix: bytes, timeout: float) -> bytes | None:
     return None
 
 
+PACE_SECONDS = 0.010  # bench/paced.lua's delay before each request
+
+
 def run_block(server: str, trials: int, scenario: str, first_trial: int, load_connections: int) -> dict:
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     env = {"BENCH_REPORT_PORT": str(udp.getsockname()[1])}
     latencies: list[float] = []
     missed = 0
-    load_rate = None
+    load_rate = peak = None
     with Running(server, APP, env) as srv:
         wrk = None
-        if scenario == "load":
-            wrk = subprocess.Popen(
-                ["wrk", "-t1", f"-c{load_connections}", "-d120s", f"{srv.url}/hello"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            )
+        if scenario in ("load", "busy"):
+            command = ["wrk", "-t1", f"-c{load_connections}", "-d120s", f"{srv.url}/hello"]
+            if scenario == "load":
+                subprocess.run(["wrk", "-t1", "-c64", "-d1s", f"{srv.url}/hello"], capture_output=True, timeout=60)
+                peak = _wrk_rate(subprocess.run(["wrk", "-t1", "-c64", "-d2s", f"{srv.url}/hello"],
+                                                capture_output=True, text=True, timeout=60).stdout) or 0.0
+                connections = max(2, round(peak / 2 * PACE_SECONDS))
+                command = ["wrk", "-t1", f"-c{connections}", "-d120s", "-s", str(PACED), f"{srv.url}/hello"]
+            wrk = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             time.sleep(1.0)
         started = time.monotonic()
         try:
@@ -96,7 +106,8 @@ def run_block(server: str, trials: int, scenario: str, first_trial: int, load_co
                 out, _ = wrk.communicate(timeout=15)
                 load_rate = _wrk_rate(out)
     udp.close()
-    return {"latencies_ms": latencies, "missed": missed, "load_rps": load_rate, "seconds": time.monotonic() - started}
+    return {"latencies_ms": latencies, "missed": missed, "load_rps": load_rate, "peak_rps": peak,
+            "seconds": time.monotonic() - started}
 
 
 def _wrk_rate(output: str) -> float | None:
@@ -111,17 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=200, help="trials per server and scenario")
     parser.add_argument("--quick", action="store_true", help="40 trials")
     parser.add_argument("--servers", default=",".join(SERVERS))
-    parser.add_argument("--scenarios", default="idle,load")
+    parser.add_argument("--scenarios", default="idle,load,busy")
     parser.add_argument("--blocks", type=int, default=4, help="interleaved blocks the trials are split into")
-    parser.add_argument("--load-connections", type=int, default=8, help="wrk connections for the load scenario")
+    parser.add_argument("--load-connections", type=int, default=8, help="wrk connections for the busy scenario")
     args = parser.parse_args(argv)
     trials = 40 if args.quick else args.trials
     servers = [s for s in args.servers.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
-    if "load" in scenarios and not shutil.which("wrk"):
+    if {"load", "busy"} & set(scenarios) and not shutil.which("wrk"):
         parser.error("the load scenario needs wrk: run bench/setup.sh")
     per_block = max(1, trials // args.blocks)
-    raw: dict = {s: {sc: {"latencies_ms": [], "missed": 0, "load_rps": []} for sc in scenarios} for s in servers}
+    raw: dict = {s: {sc: {"latencies_ms": [], "missed": 0, "load_rps": [], "peak_rps": []} for sc in scenarios}
+                 for s in servers}
     trial = 0
     for scenario in scenarios:
         for block in range(args.blocks):
@@ -133,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                 entry["missed"] += result["missed"]
                 if result["load_rps"]:
                     entry["load_rps"].append(result["load_rps"])
+                if result["peak_rps"]:
+                    entry["peak_rps"].append(result["peak_rps"])
                 print(f"{scenario:5} block {block + 1}/{args.blocks} {server:10} "
                       f"p50 {percentile(result['latencies_ms'], 50):7.3f} ms  missed {result['missed']}", flush=True)
     rows = []
@@ -145,15 +159,17 @@ def main(argv: list[str] | None = None) -> int:
                 "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "max_ms": max(lat) if lat else None,
                 "missed": entry["missed"],
                 "load_rps": statistics.median(entry["load_rps"]) if entry["load_rps"] else None,
+                "peak_rps": statistics.median(entry["peak_rps"]) if entry["peak_rps"] else None,
             })
     command = "python bench/disconnect.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    table = ["| scenario | server | trials | p50 ms | p99 ms | max ms | not seen | background req/s |",
-             "|---|---|---|---|---|---|---|---|"]
+    table = ["| scenario | server | trials | p50 ms | p99 ms | max ms | not seen | background req/s | its peak req/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         def ms(v: float | None) -> str:
             return "—" if v is None else f"{v:.3f}"
         table.append(f"| {row['scenario']} | {row['server']} | {row['trials']} | {ms(row['p50_ms'])} | {ms(row['p99_ms'])} "
-                     f"| {ms(row['max_ms'])} | {row['missed']} | {row['load_rps'] and round(row['load_rps']) or '—'} |")
+                     f"| {ms(row['max_ms'])} | {row['missed']} | {row['load_rps'] and round(row['load_rps']) or '—'} "
+                     f"| {row['peak_rps'] and round(row['peak_rps']) or '—'} |")
     write_results("disconnect", {"command": command.strip(), "machine": machine(), "rows": rows, "raw": raw},
                   "\n".join(table), command.strip())
     print("\n".join(table))

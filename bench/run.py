@@ -6,7 +6,7 @@
 
 Names are suites (throughput, h2, ws, disconnect, scale, slowloris) or single scenarios of a suite
 (hello, 64k, echo, stream, close, c1000; h2-hello, h2-64k; ws-echo; disconnect-idle,
-disconnect-load). Each suite writes bench/results/<suite>-<time>.json and <suite>-latest.md.
+disconnect-load, disconnect-busy). Each suite writes bench/results/<suite>-<time>.json and <suite>-latest.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ SUITES = {
     "throughput": ("throughput.py", {n: n for n in ("hello", "64k", "echo", "stream", "close", "c1000")}),
     "h2": ("h2.py", {"h2-hello": "hello", "h2-64k": "64k"}),
     "ws": ("ws.py", {"ws-echo": None}),
-    "disconnect": ("disconnect.py", {"disconnect-idle": "idle", "disconnect-load": "load"}),
+    "disconnect": ("disconnect.py", {"disconnect-idle": "idle", "disconnect-load": "load", "disconnect-busy": "busy"}),
     "scale": ("scale.py", {}),
     "slowloris": ("slowloris.py", {}),
 }
