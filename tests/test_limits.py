@@ -15,7 +15,7 @@ import h2.settings
 import httpx
 import pytest
 
-from tests.conftest import serve
+from tests.conftest import serve, wait_until
 from tests.test_http1_basics import TIMEOUT, RawClient, read_body, request, respond
 
 OK = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
@@ -171,6 +171,8 @@ def test_stalled_upload_is_cut_and_the_app_gets_disconnect() -> None:
             response = client.read_response(timeout=10)
             assert response.status == 408
             assert 1 <= time.monotonic() - started < 6
+        # The 408 is written before the app's receive() returns in a later loop pass: wait for it.
+        wait_until(lambda: "http.disconnect" in seen.messages, TIMEOUT, "the app told of the stalled upload")
         assert seen.messages == ["http.request", "http.disconnect"]
 
 
