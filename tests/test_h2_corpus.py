@@ -26,22 +26,18 @@ import hpack
 import pytest
 
 from tests.conftest import serve
+from tests.h2raw import (
+    ACK, COMPRESSION_ERROR, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM,
+    FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS, NO_ERROR, PADDED, PING, PREFACE, PRIORITY,
+    PRIORITY_FLAG, PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, SETTINGS, STREAM_CLOSED, TIMEOUT,
+    WINDOW_UPDATE, frame, ping, request_headers, rst, settings, window_update,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
-END_STREAM = ACK = 0x1
-END_HEADERS = 0x4
-PADDED = 0x8
-PRIORITY_FLAG = 0x20
-# Error codes, RFC 9113 §7.
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, SETTINGS_TIMEOUT, STREAM_CLOSED, FRAME_SIZE_ERROR, \
-    REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, CONNECT_ERROR, ENHANCE_YOUR_CALM = range(12)
 # Settings, RFC 9113 §6.5.2.
 HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE = \
     range(1, 7)
-TIMEOUT = 5.0
 MAX_WINDOW = 2**31 - 1
 
 
@@ -51,37 +47,12 @@ def RFC_MISMATCH(observed: str) -> Any:  # noqa: N802 (reads as a marker)
 
 
 # ---------------------------------------------------------------------- frames by hand
-def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
-
-
-def settings(*pairs: tuple[int, int], ack: bool = False) -> bytes:
-    return frame(SETTINGS, ACK if ack else 0, 0, b"".join(struct.pack(">HI", k, v) for k, v in pairs))
-
-
-def window_update(stream: int, increment: int) -> bytes:
-    return frame(WINDOW_UPDATE, 0, stream, struct.pack(">I", increment))
-
-
-def rst(stream: int, code: int = CANCEL) -> bytes:
-    return frame(RST_STREAM, 0, stream, struct.pack(">I", code))
-
-
-def ping(payload: bytes = b"12345678", ack: bool = False, stream: int = 0) -> bytes:
-    return frame(PING, ACK if ack else 0, stream, payload)
-
-
 def priority(stream: int, depends_on: int, weight: int = 15) -> bytes:
     return frame(PRIORITY, 0, stream, struct.pack(">IB", depends_on, weight))
 
 
 def goaway(stream: int = 0, last: int = 0, code: int = NO_ERROR) -> bytes:
     return frame(GOAWAY, 0, stream, struct.pack(">II", last, code))
-
-
-def request_headers(path: str = "/", method: str = "GET", extra: list | None = None,
-                    authority: str = "127.0.0.1") -> list:
-    return [(":method", method), (":scheme", "http"), (":path", path), (":authority", authority), *(extra or [])]
 
 
 class Frame:
