@@ -624,12 +624,13 @@ async def fuzz(port: int, seed: int, seconds: float, max_inputs: int, concurrenc
 
 
 # ---------------------------------------------------------------------- server process
-def start_server(port: int, log_path: Path, extra: list[str] = ()) -> subprocess.Popen:
+def start_server(port: int, log_path: Path, extra: list[str] = (), app: str = "tests.fuzz:app",
+                 options: list[str] = SERVER_OPTIONS) -> subprocess.Popen:
+    """A Tether process serving ``app`` on ``port`` (also used by tests/soak.py), once it accepts."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "tether", "tests.fuzz:app", "--port", str(port), *SERVER_OPTIONS, *extra],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tether", app, "--port", str(port), *options, *extra],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -648,12 +649,11 @@ def stop_server(proc: subprocess.Popen) -> int | None:
         return proc.returncode
     proc.terminate()
     try:
-        proc.wait(15)
+        return proc.wait(15)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
         return None
-    return 0
 
 
 def free_port() -> int:

@@ -29,10 +29,11 @@ import json
 import os
 import random
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tests.fuzz import start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_OPTIONS = ["--timeout-keep-alive", "2", "--timeout-request-header", "3", "--no-access-log",
@@ -454,36 +455,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int, log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tether", "tests.soak:app", "--port", str(port), *SERVER_OPTIONS],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"tether exited at start: {log_path.read_text()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("tether did not start within 20 s")
-
-
-def stop_server(proc: subprocess.Popen) -> int | None:
-    if proc.poll() is not None:
-        return proc.returncode
-    proc.terminate()
-    try:
-        return proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the load runs")
@@ -496,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or free_port()
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
     log_path = args.log or Path(f"/tmp/tether-soak-{seed}.log")
-    proc = start_server(port, log_path)
+    proc = start_server(port, log_path, app="tests.soak:app", options=SERVER_OPTIONS)
     try:
         try:
             import uvloop
