@@ -4,10 +4,12 @@ invalid), the server's frames parsed with hyperframe. Every read has a deadline.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import hpack
 from hyperframe.frame import Frame as _Frame
@@ -46,6 +48,25 @@ def ping(payload: bytes = b"12345678", ack: bool = False, stream: int = 0) -> by
 
 def request_headers(path: str = "/", method: str = "GET", extra: list | None = None, authority: str = "127.0.0.1") -> list:
     return [(":method", method), (":scheme", "http"), (":path", path), (":authority", authority), *(extra or [])]
+
+
+async def body_echo_app(scope: dict, receive: Any, send: Any) -> None:
+    """The app the raw-frame corpora talk to: 200 with the request body echoed ("ok" without
+    one); /slow answers after 1 s."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if scope["path"] == "/slow":
+        await asyncio.sleep(1.0)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body or b"ok"})
 
 
 @dataclass

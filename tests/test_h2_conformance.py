@@ -9,15 +9,15 @@ required code, as h2spec does."""
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
 from tests.conftest import serve
 from tests.h2raw import (
+    body_echo_app,
     CANCEL, COMPRESSION_ERROR, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, FLOW_CONTROL_ERROR,
     FRAME_SIZE_ERROR, GOAWAY, HEADERS, PADDED, PING, PRIORITY, PRIORITY_FLAG, PROTOCOL_ERROR, REFUSED_STREAM,
     RST_STREAM, SETTINGS, STREAM_CLOSED, WINDOW_UPDATE, RawH2, frame, ping, request_headers, rst, settings,
@@ -27,26 +27,9 @@ from tests.h2raw import (
 pytestmark = pytest.mark.timeout(60)
 
 
-async def app(scope: dict, receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    if scope["path"] == "/slow":
-        await asyncio.sleep(1.0)
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": body or b"ok"})
-
-
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    with serve(app, h2_ping_interval=0) as srv:
+    with serve(body_echo_app, h2_ping_interval=0) as srv:
         yield srv.port
 
 
@@ -98,7 +81,7 @@ def test_3_5_settings_are_acknowledged(conn: RawH2) -> None:
 def test_3_5_invalid_preface_is_refused() -> None:
     import socket
 
-    with serve(app, http="2") as srv:
+    with serve(body_echo_app, http="2") as srv:
         sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
         sock.sendall(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + settings())
         data = b""
@@ -264,7 +247,7 @@ def test_5_1_1_skipped_stream_ids_are_fine(conn: RawH2) -> None:
 
 
 def test_5_1_2_streams_beyond_the_limit_are_refused() -> None:
-    with serve(app, h2_max_concurrent_streams=2, h2_ping_interval=0) as srv, RawH2(srv.port) as conn:
+    with serve(body_echo_app, h2_max_concurrent_streams=2, h2_ping_interval=0) as srv, RawH2(srv.port) as conn:
         assert conn.server_settings[0x3] == 2
         conn.request(1, "/slow")
         conn.request(3, "/slow")
@@ -681,7 +664,7 @@ def test_continuation_flood_is_cut_with_memory_bounded(conn: RawH2) -> None:
 
 
 def test_header_list_over_the_limit_is_refused_and_bounded() -> None:
-    with serve(app, h2_max_header_list_size=4096, h2_ping_interval=0) as srv, RawH2(srv.port) as conn:
+    with serve(body_echo_app, h2_max_header_list_size=4096, h2_ping_interval=0) as srv, RawH2(srv.port) as conn:
         assert conn.server_settings[0x6] == 4096
         conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, hblock(conn, "/", [("x-big", "b" * 8000)])))
         result = conn.outcome(1)

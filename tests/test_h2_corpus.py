@@ -15,7 +15,6 @@ marked ``xfail(strict=True)`` with the observed answer as its reason (see RFC_MI
 
 from __future__ import annotations
 
-import asyncio
 import select
 import socket
 import struct
@@ -27,6 +26,7 @@ import pytest
 
 from tests.conftest import serve
 from tests.h2raw import (
+    body_echo_app,
     ACK, COMPRESSION_ERROR, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM,
     FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS, NO_ERROR, PADDED, PING, PREFACE, PRIORITY,
     PRIORITY_FLAG, PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, SETTINGS, STREAM_CLOSED, TIMEOUT,
@@ -187,41 +187,23 @@ class Peer:
         self.sock.close()
 
 
-# ---------------------------------------------------------------------- the app and servers
-async def app(scope: dict, receive: Any, send: Any) -> None:
-    """200 with the request body echoed ("ok" without one); /slow answers after 1 s."""
-    if scope["type"] != "http":
-        return
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    if scope["path"] == "/slow":
-        await asyncio.sleep(1.0)
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": body or b"ok"})
-
-
+# ---------------------------------------------------------------------- servers
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    with serve(app, h2_ping_interval=0) as srv:
+    with serve(body_echo_app, h2_ping_interval=0) as srv:
         yield srv.port
 
 
 @pytest.fixture(scope="module")
 def tight_port() -> Iterator[int]:
     """Small limits: 2 concurrent streams, a 4 KiB header list."""
-    with serve(app, h2_ping_interval=0, h2_max_concurrent_streams=2, h2_max_header_list_size=4096) as srv:
+    with serve(body_echo_app, h2_ping_interval=0, h2_max_concurrent_streams=2, h2_max_header_list_size=4096) as srv:
         yield srv.port
 
 
 @pytest.fixture(scope="module")
 def h2_only_port() -> Iterator[int]:
-    with serve(app, http="2", h2_ping_interval=0) as srv:
+    with serve(body_echo_app, http="2", h2_ping_interval=0) as srv:
         yield srv.port
 
 
