@@ -6,17 +6,15 @@ import os
 import socket
 import time
 
+from bench.apps.lifespan import complete_lifespan
+
 REPORT = ("127.0.0.1", int(os.environ.get("BENCH_REPORT_PORT", "9")))
 _udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        return await complete_lifespan(receive, send)
     if scope["type"] != "http":
         return
     if scope["path"] == "/wait":

@@ -1,16 +1,14 @@
 """The app every server runs in bench/throughput.py (plain ASGI, no framework)."""
 
+from bench.apps.lifespan import complete_lifespan
+
 BODY_64K = b"x" * 65536
 CHUNK = b"y" * 100
 
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        return await complete_lifespan(receive, send)
     if scope["type"] != "http":
         return
     path = scope["path"]

@@ -1,13 +1,11 @@
-"""The app every server runs in bench/ws_echo.py: accept, then echo every message."""
+"""The app every server runs in bench/ws.py: accept, then echo every message."""
+
+from bench.apps.lifespan import complete_lifespan
 
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        return await complete_lifespan(receive, send)
     if scope["type"] != "websocket":
         return
     await receive()
