@@ -47,9 +47,14 @@ def parse_h2load(output: str) -> dict:
 
 
 def run_h2load(url: str, seconds: float, warmup: float) -> dict:
-    cmd = ["h2load", "-c", "64", "-m", "10", "-t", "1", "-D", str(seconds), "--warm-up-time", str(warmup), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + warmup + 60).stdout
-    return parse_h2load(out)
+    # (h2load takes whole seconds only: "-D 6.0" is a value error)
+    cmd = ["h2load", "-c", "64", "-m", "10", "-t", "1", "-D", str(max(1, round(seconds))),
+           "--warm-up-time", str(max(1, round(warmup))), url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + warmup + 60)
+    result = parse_h2load(done.stdout)
+    if result["rps"] is None:
+        raise RuntimeError(f"h2load gave no result: {(done.stderr or done.stdout).strip()[-300:]}")
+    return result
 
 
 def measure(server: str, scenario: str, seconds: float, warmup: float) -> dict:
