@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import write_results  # noqa: E402
 from bench.servers import Running, machine  # noqa: E402
-from bench.throughput import parse_wrk  # noqa: E402
+from bench.throughput import parse_wrk, wrk_duration  # noqa: E402
 
 APP = "bench.apps.throughput_app:app"
 SERVERS = ("tether", "uvicorn", "granian", "hypercorn")
@@ -86,7 +86,7 @@ class Trickle:
 
 
 def run_wrk(url: str, seconds: float) -> dict:
-    cmd = ["wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", "--timeout", "5s", url]
+    cmd = ["wrk", "-t1", "-c16", wrk_duration(seconds), "--latency", "--timeout", "5s", url]
     return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout)
 
 

@@ -57,9 +57,14 @@ def parse_wrk(output: str) -> dict:
     return result
 
 
+def wrk_duration(seconds: float) -> str:
+    """wrk's -d option: whole seconds only ("-d20.0s" is a usage error that prints no result)."""
+    return f"-d{max(1, round(seconds))}s"
+
+
 def run_wrk(url: str, connections: int, seconds: float, extra: list[str]) -> dict:
     threads = "2" if connections >= 1000 else "1"
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s", *extra, url]
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", wrk_duration(seconds), "--latency", "--timeout", "5s", *extra, url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     return parse_wrk(out)
 
