@@ -36,7 +36,7 @@ from ..errors import ClientDisconnected
 from ..hangup import ERR, FIN, HUP
 from ..logs import STATS, error_logger
 from ..proxy import apply_proxy_headers
-from .stall import WRITE_HIGH_WATER, WriteStall
+from .stall import WRITE_HIGH_WATER, WriteFlowControl, WriteStall, wake_all
 
 HIGH_WATER = 65536  # request body bytes buffered before reading pauses
 LINGER_SECONDS = 2.0  # how long a connection closed after an error answer drains the client's input
@@ -262,7 +262,7 @@ class _BodyOnly:
             self.protocol.on_message_complete()
 
 
-class HTTP1Protocol(asyncio.Protocol):
+class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
     __slots__ = (
         "settings", "loop", "transport", "parser", "fd", "server", "client", "scheme",
         "sock", "url", "headers", "head_size", "expect_100", "parsing", "cycle", "pipeline",
@@ -352,12 +352,7 @@ class HTTP1Protocol(asyncio.Protocol):
         self.pipeline.clear()
         self.parsing = None
         waiters, self.drain_waiters = self.drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                if peer_gone:
-                    waiter.set_exception(ClientDisconnected("the client has disconnected"))
-                else:
-                    waiter.set_result(None)
+        wake_all(waiters, ClientDisconnected(self.gone_message) if peer_gone else None)
 
     def eof_received(self) -> bool | None:
         if self.draining:
@@ -395,25 +390,6 @@ class HTTP1Protocol(asyncio.Protocol):
             return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
         except OSError:
             return True
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        self.stall.paused(self.loop.time())
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self.stall.resumed()
-        waiters, self.drain_waiters = self.drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def drain(self) -> None:
-        if self.closed:
-            raise ClientDisconnected("the client has disconnected")
-        waiter = self.loop.create_future()
-        self.drain_waiters.append(waiter)
-        await waiter
 
     def data_received(self, data: bytes) -> None:
         if self.draining:

@@ -43,7 +43,7 @@ from ..errors import ClientDisconnected
 from ..logs import STATS, error_logger
 from ..proxy import apply_proxy_headers
 from .http1 import NO_BODY_STATUSES, _declared_length, _service_unavailable, decode_path
-from .stall import WRITE_HIGH_WATER, WriteStall
+from .stall import WRITE_HIGH_WATER, WriteStall, wake_all
 
 # RFC 9113 §8.2.2: connection-specific header fields must not appear in HTTP/2.
 CONNECTION_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
@@ -366,12 +366,7 @@ class H2Stream:
 
     def wake_drainers(self, exc: BaseException | None = None) -> None:
         waiters, self.drain_waiters = self.drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                if exc is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(exc)
+        wake_all(waiters, exc)
 
     # ------------------------------------------------------------------ cycle bookkeeping
     def body_consumed(self) -> None:

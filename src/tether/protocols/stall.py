@@ -1,4 +1,8 @@
-"""Write-stall detection shared by the protocols (--timeout-write).
+"""The writing side shared by the protocols: back-pressure and write-stall detection.
+
+``WriteFlowControl`` is what every connection does as a writer (after asyncio's
+``FlowControlMixin``): the transport pauses and resumes it, ``send()`` waits in ``drain()``, and
+``wake_all`` releases the waiters, with an error when the peer is gone.
 
 A client that stops reading leaves our response in the transport's buffer: ``send()`` then
 waits in ``drain()``. That is fine while the buffer keeps shrinking; when it has not shrunk for
@@ -9,6 +13,8 @@ waiting forever. The check runs from the once-a-second sweep, so it costs nothin
 from __future__ import annotations
 
 from typing import Any
+
+from ..errors import ClientDisconnected
 
 # The transports' high-water mark: send() returns only once the kernel has the bytes. Not 0:
 # TLS transports pause the writer when their buffer is >= the mark, so 0 would pause after every
@@ -40,3 +46,40 @@ class WriteStall:
             self.left, self.since = left, now
             return False
         return now - self.since > timeout
+
+
+def wake_all(waiters: list, exc: BaseException | None = None) -> None:
+    """Release every future in ``waiters`` (a send() waiting in drain()): with ``exc`` raised in
+    it when the peer is gone, normally otherwise."""
+    for waiter in waiters:
+        if not waiter.done():
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
+
+
+class WriteFlowControl:
+    """pause_writing/resume_writing/drain for a connection whose send() waits on its transport.
+    The class using it has ``loop``, ``closed``, ``write_paused``, ``drain_waiters`` and a
+    ``WriteStall`` as ``stall``, and names the peer in ``gone_message``."""
+
+    __slots__ = ()
+    gone_message = "the client has disconnected"
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.stall.paused(self.loop.time())
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.stall.resumed()
+        waiters, self.drain_waiters = self.drain_waiters, []
+        wake_all(waiters)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ClientDisconnected(self.gone_message)
+        waiter = self.loop.create_future()
+        self.drain_waiters.append(waiter)
+        await waiter

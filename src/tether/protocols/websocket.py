@@ -34,7 +34,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from ..errors import ClientDisconnected
-from .stall import WRITE_HIGH_WATER, WriteStall
+from .stall import WRITE_HIGH_WATER, WriteFlowControl, WriteStall, wake_all
 from ..hangup import ERR, FIN, HUP
 from ..logs import error_logger
 from .. import websocket_cycle as session
@@ -105,8 +105,10 @@ def _refusal(status: int, headers: Headers, text: str) -> tuple[int, Headers, by
 
 
 # ---------------------------------------------------------------------- the protocol
-class WebSocketProtocol:
+class WebSocketProtocol(WriteFlowControl):
     """An asyncio protocol for one upgraded connection (set with ``transport.set_protocol``)."""
+
+    gone_message = "the WebSocket client has disconnected"
 
     __slots__ = (
         "settings", "loop", "transport", "fd", "ws", "cycle", "handshake", "write_paused", "drain_waiters",
@@ -219,9 +221,7 @@ class WebSocketProtocol:
         if self.cycle is not None:
             self.cycle.peer_left(1006)
         waiters, self.drain_waiters = self.drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(ClientDisconnected("the WebSocket client has disconnected"))
+        wake_all(waiters, ClientDisconnected(self.gone_message))
 
     def hangup(self, events: int) -> None:
         """FIN/RST seen by the hangup watcher while reading was paused."""
@@ -230,25 +230,6 @@ class WebSocketProtocol:
             self.connection_lost(ConnectionResetError("connection reset by peer"))
         elif events & FIN:
             self._resume_reading()  # what is left to read is bounded now: read it, then the EOF
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        self.stall.paused(self.loop.time())
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self.stall.resumed()
-        waiters, self.drain_waiters = self.drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def drain(self) -> None:
-        if self.closed:
-            raise ClientDisconnected("the WebSocket client has disconnected")
-        waiter = self.loop.create_future()
-        self.drain_waiters.append(waiter)
-        await waiter
 
     # ------------------------------------------------------------------ incoming messages
     def _data_frame(self, opcode: Opcode, data: bytes, fin: bool) -> None:
