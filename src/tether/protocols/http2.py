@@ -43,6 +43,7 @@ from ..errors import ClientDisconnected
 from ..logs import STATS, error_logger
 from ..proxy import apply_proxy_headers
 from .http1 import NO_BODY_STATUSES, _declared_length, _service_unavailable, decode_path
+from .keepalive import Pinger
 from .stall import WRITE_HIGH_WATER, WriteStall, wake_all
 
 # RFC 9113 §8.2.2: connection-specific header fields must not appear in HTTP/2.
@@ -403,8 +404,8 @@ class H2Protocol:
 
     __slots__ = (
         "settings", "loop", "transport", "conn", "streams", "server", "client", "scheme", "write_paused",
-        "closed", "closing", "idle_since", "window_start", "resets", "control_frames", "ping_payload",
-        "ping_handle", "pong_handle", "last_stream_id", "fd", "stall", "draining", "valid_headers", "unflushed", "flush_scheduled",
+        "closed", "closing", "idle_since", "window_start", "resets", "control_frames", "pinger",
+        "last_stream_id", "fd", "stall", "draining", "valid_headers", "unflushed", "flush_scheduled",
     )
 
     def __init__(self, settings: Any, transport: Any, server: Any, client: Any, fd: int = -1) -> None:
@@ -448,9 +449,7 @@ class H2Protocol:
         self.window_start = self.loop.time()
         self.resets = 0
         self.control_frames = 0
-        self.ping_payload: bytes | None = None
-        self.ping_handle: Any = None
-        self.pong_handle: Any = None
+        self.pinger = Pinger(self.loop, options.ping_interval, options.ping_timeout, 8, self._send_ping, self._ping_timed_out)
         self.last_stream_id = 0
         self.stall = WriteStall()
         self.draining = False
@@ -477,8 +476,7 @@ class H2Protocol:
             scope["http_version"] = "2"
             self._start_stream(1, scope, ended=True)
         self.flush()
-        if settings.h2.ping_interval > 0:
-            self.ping_handle = self.loop.call_later(settings.h2.ping_interval, self._ping)
+        self.pinger.start()
         if data:
             self.data_received(data)
 
@@ -527,7 +525,7 @@ class H2Protocol:
                 if self._count_control_frame():
                     return
             elif kind is h2.events.PingAckReceived:
-                self._pong(event.ping_data)
+                self.pinger.answered(event.ping_data)
             elif kind is h2.events.ConnectionTerminated:
                 self._goaway_received(event)
         self.flush()
@@ -541,10 +539,7 @@ class H2Protocol:
             return
         self.closed = True
         self.settings.connections.discard(self)
-        for handle in (self.ping_handle, self.pong_handle):
-            if handle is not None:
-                handle.cancel()
-        self.ping_handle = self.pong_handle = None
+        self.pinger.stop()
         gone = ClientDisconnected("the HTTP/2 connection was closed")
         for stream in list(self.streams.values()):
             self._stream_gone(stream, gone)
@@ -837,31 +832,15 @@ class H2Protocol:
                 self._stream_gone(stream, ClientDisconnected("the HTTP/2 peer stopped reading"))
 
     # ------------------------------------------------------------------ keep-alive pings
-    def _ping(self) -> None:
-        self.ping_handle = None
+    def _send_ping(self, payload: bytes) -> bool:
         if self.closed:
-            return
-        self.ping_payload = os.urandom(8)
-        self.conn.ping(self.ping_payload)
+            return False
+        self.conn.ping(payload)
         self.flush()
-        timeout = self.settings.h2.ping_timeout
-        if timeout > 0:
-            self.pong_handle = self.loop.call_later(timeout, self._pong_missing)
-        else:
-            self.ping_handle = self.loop.call_later(self.settings.h2.ping_interval, self._ping)
+        return True
 
-    def _pong(self, payload: bytes) -> None:
-        if payload != self.ping_payload:
-            return
-        self.ping_payload = None
-        if self.pong_handle is not None:
-            self.pong_handle.cancel()
-            self.pong_handle = None
-            self.ping_handle = self.loop.call_later(self.settings.h2.ping_interval, self._ping)
-
-    def _pong_missing(self) -> None:
+    def _ping_timed_out(self) -> None:
         """No PING ACK in time: the peer vanished without FIN or RST."""
-        self.pong_handle = None
         if not self.closed:
             error_logger.info("HTTP/2 peer %s did not answer a PING within %ss: closing", self.client,
                               self.settings.h2.ping_timeout)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import codecs
 import logging
-import os
 from typing import Any
 
 from websockets.datastructures import Headers
@@ -34,6 +33,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from ..errors import ClientDisconnected
+from .keepalive import Pinger
 from .stall import WRITE_HIGH_WATER, WriteFlowControl, WriteStall, wake_all
 from ..hangup import ERR, FIN, HUP
 from ..logs import error_logger
@@ -112,8 +112,8 @@ class WebSocketProtocol(WriteFlowControl):
 
     __slots__ = (
         "settings", "loop", "transport", "fd", "ws", "cycle", "handshake", "write_paused", "drain_waiters",
-        "read_paused", "closed", "message_text", "message_parts", "decoder", "ping_payload", "ping_handle",
-        "pong_handle", "close_handle", "shutting_down", "idle_since", "http_info", "server_closed", "failed",
+        "read_paused", "closed", "message_text", "message_parts", "decoder", "pinger",
+        "close_handle", "shutting_down", "idle_since", "http_info", "server_closed", "failed",
         "stall",
     )
 
@@ -139,9 +139,7 @@ class WebSocketProtocol(WriteFlowControl):
         self.message_text = False
         self.message_parts: list = []
         self.decoder: Any = None
-        self.ping_payload: bytes | None = None
-        self.ping_handle: Any = None
-        self.pong_handle: Any = None
+        self.pinger = Pinger(self.loop, options.ping_interval, options.ping_timeout, 4, self._send_ping, self._ping_timed_out)
         self.close_handle: Any = None
         self.shutting_down = False
         self.idle_since = 0.0  # never idle: the keep-alive sweep leaves WebSockets alone
@@ -195,7 +193,7 @@ class WebSocketProtocol(WriteFlowControl):
             if opcode is TEXT or opcode is BINARY or opcode is CONT:
                 self._data_frame(opcode, frame.data, frame.fin)
             elif opcode is PONG:
-                self._pong(frame.data)
+                self.pinger.answered(frame.data)
         self._flush()
         if ws.state is not OPEN:
             self._session_ending()
@@ -213,11 +211,10 @@ class WebSocketProtocol(WriteFlowControl):
         self.settings.connections.discard(self)
         if self.fd >= 0:
             self.settings.hangups.unwatch(self.fd, self)
-        for name in ("ping_handle", "pong_handle", "close_handle"):
-            handle = getattr(self, name)
-            if handle is not None:
-                handle.cancel()
-                setattr(self, name, None)
+        self.pinger.stop()
+        if self.close_handle is not None:
+            self.close_handle.cancel()
+            self.close_handle = None
         if self.cycle is not None:
             self.cycle.peer_left(1006)
         waiters, self.drain_waiters = self.drain_waiters, []
@@ -294,8 +291,7 @@ class WebSocketProtocol(WriteFlowControl):
             self.close(1012, "")
             self.cycle.peer_left(1012)  # type: ignore[union-attr]
             return
-        if self.settings.ws.ping_interval > 0:
-            self.ping_handle = self.loop.call_later(self.settings.ws.ping_interval, self._ping)
+        self.pinger.start()
 
     def send_text(self, text: str) -> int:
         if self.closed or self.ws.state is not OPEN:
@@ -365,31 +361,15 @@ class WebSocketProtocol(WriteFlowControl):
         self.transport.abort()
 
     # ------------------------------------------------------------------ keep-alive pings
-    def _ping(self) -> None:
-        self.ping_handle = None
+    def _send_ping(self, payload: bytes) -> bool:
         if self.closed or self.ws.state is not OPEN:
-            return
-        self.ping_payload = os.urandom(4)
-        self.ws.send_ping(self.ping_payload)
+            return False
+        self.ws.send_ping(payload)
         self._flush()
-        timeout = self.settings.ws.ping_timeout
-        if timeout > 0:
-            self.pong_handle = self.loop.call_later(timeout, self._pong_missing)
-        else:
-            self.ping_handle = self.loop.call_later(self.settings.ws.ping_interval, self._ping)
+        return True
 
-    def _pong(self, payload: bytes) -> None:
-        if self.ping_payload is None or payload != self.ping_payload:
-            return  # unsolicited, or an answer to an older ping
-        self.ping_payload = None
-        if self.pong_handle is not None:
-            self.pong_handle.cancel()
-            self.pong_handle = None
-            self.ping_handle = self.loop.call_later(self.settings.ws.ping_interval, self._ping)
-
-    def _pong_missing(self) -> None:
+    def _ping_timed_out(self) -> None:
         """No pong in time: the peer vanished (no FIN, no RST). Don't wait on its buffers."""
-        self.pong_handle = None
         if self.closed:
             return
         error_logger.info("WebSocket peer did not answer a ping within %ss: closing", self.settings.ws.ping_timeout)
