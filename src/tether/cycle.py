@@ -232,9 +232,20 @@ class Cycle:
             if not future.done():
                 future.set_result(None)
 
+    # ------------------------------------------------------------------ the app task
+    def start(self, app: Callable) -> None:
+        """Run ``app`` for this scope in a task of its own, counted in flight until it ends."""
+        settings = self.conn.settings
+        settings.in_flight += 1
+        self.task = self.loop.create_task(self.run_asgi(app))
+        settings.tasks.add(self.task)
+
     # ------------------------------------------------------------------ the end of the app
     def _app_finished(self) -> None:
         self.app_done = True
+        settings = self.conn.settings
+        settings.in_flight -= 1
+        settings.tasks.discard(self.task)
         if self.cancel_handle is not None:
             self.cancel_handle.cancel()
             self.cancel_handle = None
@@ -286,6 +297,12 @@ class RequestCycle(Cycle):
         if self.state < STREAMING:
             return "before_response"
         return "mid_stream"
+
+    def start_request(self) -> None:
+        """Start the app, or past --limit-concurrency answer 503 without it."""
+        settings = self.conn.settings
+        limit = settings.limit_concurrency
+        self.start(service_unavailable if limit is not None and settings.in_flight >= limit else settings.app)
 
     def log_abandoned(self, seconds: float) -> None:
         self.log_access(499, f" abandoned {seconds * 1000:.1f}ms" + (" cancelled" if self.cancelled_by_policy else ""))
@@ -494,3 +511,9 @@ def _caused_by_disconnect(exc: BaseException, depth: int = 0) -> bool:
     if isinstance(exc, _EXCEPTION_GROUP):
         return all(_caused_by_disconnect(inner, depth + 1) for inner in exc.exceptions)
     return _caused_by_disconnect(exc.__cause__ or exc.__context__, depth + 1)  # type: ignore[arg-type]
+
+
+async def service_unavailable(scope: dict, receive: Any, send: Any) -> None:
+    """The app that runs instead of the user's past --limit-concurrency."""
+    await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"Service Unavailable"})

@@ -592,24 +592,14 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
 
     # ------------------------------------------------------------------ running requests
     def _start(self, cycle: RequestCycle, keep_alive: bool) -> None:
-        settings = self.settings
         self.cycle = cycle
         self.keep_alive = keep_alive
         self.head_request = cycle.scope["method"] == "HEAD"
         self.head_info = None
-        limit = settings.limit_concurrency
-        app = settings.app
-        if limit is not None and settings.in_flight >= limit:
-            app = _service_unavailable
-        settings.in_flight += 1
-        task = self.loop.create_task(cycle.run_asgi(app))
-        cycle.task = task
-        settings.tasks.add(task)
+        cycle.start_request()
 
     def app_finished(self, cycle: RequestCycle) -> None:
-        settings = self.settings
-        settings.in_flight -= 1
-        settings.tasks.discard(cycle.task)
+        pass  # (the connection waits for the response, not for the app: response_complete)
 
     def response_complete(self, cycle: RequestCycle) -> None:
         self.settings.request_counted()
@@ -960,11 +950,6 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
     def abort_response(self, cycle: RequestCycle) -> None:
         self.keep_alive = False
         self._close()
-
-
-async def _service_unavailable(scope: dict, receive: Any, send: Any) -> None:
-    await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"Service Unavailable"})
 
 
 def _alpn(transport: Any) -> str | None:

@@ -42,7 +42,7 @@ from ..cycle import DONE, STREAMING, RequestCycle
 from ..errors import ClientDisconnected
 from ..logs import STATS, error_logger
 from ..proxy import apply_proxy_headers
-from .http1 import NO_BODY_STATUSES, _declared_length, _service_unavailable, decode_path
+from .http1 import NO_BODY_STATUSES, _declared_length, decode_path
 from .keepalive import Pinger
 from .stall import WRITE_HIGH_WATER, WriteStall, wake_all
 
@@ -389,9 +389,6 @@ class H2Stream:
             self.body_consumed()
 
     def app_finished(self, cycle: RequestCycle) -> None:
-        settings = self.settings
-        settings.in_flight -= 1
-        settings.tasks.discard(cycle.task)
         self.proto.stream_finished(self)
 
 
@@ -602,23 +599,16 @@ class H2Protocol:
             self._body_too_large(self.streams[stream_id])
 
     def _start_stream(self, stream_id: int, scope: dict, ended: bool) -> None:
-        settings = self.settings
         stream = H2Stream(self, stream_id, scope["method"] == "HEAD")
-        expect_100 = any(n == b"expect" and v.lower() == b"100-continue" for n, v in scope["headers"])
-        cycle = stream.cycle = RequestCycle(scope, stream, expect_100 and not ended)
+        # (a request that came whole has no body to wait for: no 100-continue to send)
+        expect_100 = not ended and any(n == b"expect" and v.lower() == b"100-continue" for n, v in scope["headers"])
+        cycle = stream.cycle = RequestCycle(scope, stream, expect_100)
         self.streams[stream_id] = stream
         self.idle_since = 0.0
         if ended:
             stream.ended_by_client = True
             cycle.end_body()
-        app = settings.app
-        limit = settings.limit_concurrency
-        if limit is not None and settings.in_flight >= limit:
-            app = _service_unavailable
-        settings.in_flight += 1
-        task = self.loop.create_task(cycle.run_asgi(app))
-        cycle.task = task
-        settings.tasks.add(task)
+        cycle.start_request()
 
     def _data(self, event: Any) -> None:
         stream = self.streams.get(event.stream_id)

@@ -174,10 +174,7 @@ class WebSocketProtocol(WriteFlowControl):
         scope["extensions"] = {"websocket.http.response": {}}
         del scope["method"]
         cycle = self.cycle = WebSocketCycle(scope, self)
-        settings.in_flight += 1
-        task = self.loop.create_task(cycle.run_asgi(settings.app))
-        cycle.task = task
-        settings.tasks.add(task)
+        cycle.start(settings.app)
         if early_data:  # frames the client sent right behind its handshake
             self.data_received(early_data)
 
@@ -400,9 +397,6 @@ class WebSocketProtocol(WriteFlowControl):
 
     # ------------------------------------------------------------------ plumbing
     def app_finished(self, cycle: WebSocketCycle) -> None:
-        settings = self.settings
-        settings.in_flight -= 1
-        settings.tasks.discard(cycle.task)
         if self.ws.state is OPEN and not self.closed:
             self.close(1000, "")  # (the cycle closed it already unless something went wrong)
 
