@@ -4,8 +4,8 @@
 extension, the app task and the cancel policy. ``RequestCycle`` (here) is one HTTP request
 (per HTTP/2 stream), whatever the wire protocol; ``WebSocketCycle`` (websocket_cycle.py) is one
 WebSocket session.
-Protocols translate bytes into calls on the cycle (``feed_body``, ``end_body``,
-``client_gone``) and the cycle calls back into the protocol (``conn.send_head`` & co.) to put
+Protocols translate bytes into calls on the cycle (``start``, which runs the app in a task of
+its own, ``feed_body``, ``end_body``, ``client_gone``) and the cycle calls back into the protocol (``conn.send_head`` & co.) to put
 the response on the wire. Everything about *what the application is told, and when* lives
 here, in one place; docs/design.md explains the same machine in prose.
 
