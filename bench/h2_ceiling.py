@@ -3,9 +3,9 @@ per request, with no sockets, no event loop and no ASGI.
 
     bench/.venv/bin/python bench/h2_ceiling.py
 
-A client H2Connection writes batches of 10 GET requests (as `h2load -m 10` does); a server
-H2Connection configured exactly as Tether's (its HPACK caches and frame buffer included)
-parses them and answers each with a HEADERS frame and a 13-byte DATA frame, as
+A client H2Connection writes batches of 10 GET requests (as `h2load -m 10` does); Tether's own
+server connection (``server_connection`` with the default --h2-* options: its HPACK caches,
+frame buffer and settings included) parses them and answers each with a HEADERS frame and a 13-byte DATA frame, as
 bench/apps/throughput_app.py's /hello does. Only the server side is timed. Whatever an ASGI
 server does around h2 (socket I/O, the event loop, a task per request, the app) comes on top,
 so 1e6 / (this many µs) is a hard upper bound on one worker's h2c req/s.
@@ -25,7 +25,9 @@ import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
 
-from tether.protocols.http2 import _Decoder, _Encoder, _FrameBuffer  # noqa: E402
+from tether.config import Config  # noqa: E402
+from tether.protocols.http2 import server_connection  # noqa: E402
+from tether.state import HTTP2Settings  # noqa: E402
 
 REQUEST = [(b":method", b"GET"), (b":path", b"/hello"), (b":scheme", b"http"),
            (b":authority", b"127.0.0.1:8000"), (b"user-agent", b"h2load nghttp2/1.52.0")]
@@ -35,11 +37,7 @@ BATCH = 10
 
 
 def connected_pair() -> tuple[h2.connection.H2Connection, h2.connection.H2Connection]:
-    config = h2.config.H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=False,
-                                       validate_outbound_headers=False, normalize_outbound_headers=False)
-    server = h2.connection.H2Connection(config=config)
-    server.encoder, server.decoder = _Encoder(), _Decoder()
-    server.incoming_buffer = _FrameBuffer(65536 + 16384)
+    server = server_connection(HTTP2Settings(Config()))
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
     client.initiate_connection()
     server.initiate_connection()

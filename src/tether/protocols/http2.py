@@ -258,6 +258,36 @@ def request_scope(headers: list, settings: Any, server: Any, client: Any, scheme
     return scope
 
 
+def server_connection(options: Any) -> h2.connection.H2Connection:
+    """The h2 state machine of one server connection, configured from the --h2-* options
+    (``HTTP2Settings``). bench/h2_ceiling.py times this same object."""
+    # Inbound headers are validated with h2's own rules, but here (_malformed) rather than
+    # inside h2: a malformed request is then a stream error, as RFC 9113 section 8.1.1 requires
+    # (h2 makes it a connection error), and a header list equal to the last valid one is not
+    # validated again (h2load, browsers: the same list on every request; it was a quarter of
+    # the per-request cost). Outbound headers are built and checked by response_headers(), so
+    # h2's second pass over them is skipped too.
+    config = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                       validate_inbound_headers=False,
+                                       validate_outbound_headers=False, normalize_outbound_headers=False)
+    conn = h2.connection.H2Connection(config=config)
+    conn.encoder = _Encoder()
+    conn.decoder = _Decoder()
+    conn.incoming_buffer = _FrameBuffer(options.max_header_list_size + 16384)
+    conn.local_settings = _Settings(client=False, initial_values={
+        SettingCodes.MAX_CONCURRENT_STREAMS: options.max_concurrent_streams,
+        SettingCodes.MAX_HEADER_LIST_SIZE: options.max_header_list_size,
+        SettingCodes.INITIAL_WINDOW_SIZE: options.initial_window_size,
+        SettingCodes.MAX_FRAME_SIZE: options.max_frame_size,
+        SettingCodes.ENABLE_PUSH: 0,
+    })
+    # h2 takes initial_values as already in force, so it never applies these on the
+    # client's SETTINGS ACK: apply them here (they bind the client from its first frame on).
+    conn.decoder.max_header_list_size = options.max_header_list_size
+    conn.max_inbound_frame_size = options.max_frame_size
+    return conn
+
+
 class H2Stream:
     """One stream: what its RequestCycle sees as ``conn``."""
 
@@ -414,30 +444,7 @@ class H2Protocol:
         self.fd = fd
         self.scheme = "https" if settings.is_ssl else "http"
         options = settings.h2
-        # Inbound headers are validated with h2's own rules, but here (_malformed) rather than
-        # inside h2: a malformed request is then a stream error, as RFC 9113 section 8.1.1 requires
-        # (h2 makes it a connection error), and a header list equal to the last valid one is not
-        # validated again (h2load, browsers: the same list on every request; it was a quarter of
-        # the per-request cost). Outbound headers are built and checked by response_headers(), so
-        # h2's second pass over them is skipped too.
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                           validate_inbound_headers=False,
-                                           validate_outbound_headers=False, normalize_outbound_headers=False)
-        conn = self.conn = h2.connection.H2Connection(config=config)
-        conn.encoder = _Encoder()
-        conn.decoder = _Decoder()
-        conn.incoming_buffer = _FrameBuffer(options.max_header_list_size + 16384)
-        conn.local_settings = _Settings(client=False, initial_values={
-            SettingCodes.MAX_CONCURRENT_STREAMS: options.max_concurrent_streams,
-            SettingCodes.MAX_HEADER_LIST_SIZE: options.max_header_list_size,
-            SettingCodes.INITIAL_WINDOW_SIZE: options.initial_window_size,
-            SettingCodes.MAX_FRAME_SIZE: options.max_frame_size,
-            SettingCodes.ENABLE_PUSH: 0,
-        })
-        # h2 takes initial_values as already in force, so it never applies these on the
-        # client's SETTINGS ACK: apply them here (they bind the client from its first frame on).
-        conn.decoder.max_header_list_size = options.max_header_list_size
-        conn.max_inbound_frame_size = options.max_frame_size
+        self.conn = server_connection(options)
         self.streams: dict[int, H2Stream] = {}
         self.write_paused = False
         self.closed = False
