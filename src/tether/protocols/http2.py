@@ -34,7 +34,7 @@ import hpack
 import hpack.hpack
 import hyperframe.frame
 import hpack.table
-from h2.errors import ErrorCodes
+from h2.errors import ErrorCodes, _error_code_from_int
 from h2.settings import SettingCodes
 from h2.utilities import HeaderValidationFlags, validate_headers
 
@@ -190,6 +190,25 @@ class _Settings(h2.settings.Settings):
         return 2 * self.get(SettingCodes.MAX_CONCURRENT_STREAMS, 100) + 16
 
 
+class _Connection(h2.connection.H2Connection):
+    """h2's connection, with one correction: a received GOAWAY does not end it.
+
+    h2 moves its state machine to CLOSED on any GOAWAY and drops the frames it has queued
+    (python-hyper/h2#1181), after which the streams in flight can never be answered. RFC 9113
+    section 6.8 says the opposite: a GOAWAY stops *new* streams; those already opened complete.
+    A client's GOAWAY (Node's ``session.close()`` sends GOAWAY NO_ERROR, last stream 0, then waits
+    for its streams) therefore only becomes the ``ConnectionTerminated`` event here, and
+    ``H2Protocol._goaway_received`` decides what ends. This is the one place Tether overrides h2's
+    connection logic (tests/test_h2_goaway.py)."""
+
+    def _receive_goaway_frame(self, frame: Any) -> tuple:
+        event = h2.events.ConnectionTerminated()
+        event.error_code = _error_code_from_int(frame.error_code)
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+
 def response_headers(status: int, headers: Any, default_headers: list, body_length: int | None = None) -> list:
     """The app's headers as an HTTP/2 header list: lower-case names, connection-specific fields
     dropped (RFC 9113 §8.2.2), Tether's server/date headers appended, and a content-length
@@ -270,7 +289,7 @@ def server_connection(options: Any) -> h2.connection.H2Connection:
     config = h2.config.H2Configuration(client_side=False, header_encoding=None,
                                        validate_inbound_headers=False,
                                        validate_outbound_headers=False, normalize_outbound_headers=False)
-    conn = h2.connection.H2Connection(config=config)
+    conn = _Connection(config=config)
     conn.encoder = _Encoder()
     conn.decoder = _Decoder()
     conn.incoming_buffer = _FrameBuffer(options.max_header_list_size + 16384)
@@ -433,6 +452,7 @@ class H2Protocol:
         "settings", "loop", "transport", "conn", "streams", "server", "client", "scheme", "write_paused",
         "closed", "closing", "idle_since", "window_start", "resets", "control_frames", "pinger",
         "last_stream_id", "fd", "stall", "draining", "valid_headers", "unflushed", "flush_scheduled",
+        "peer_goaway",
     )
 
     def __init__(self, settings: Any, transport: Any, server: Any, client: Any, fd: int = -1) -> None:
@@ -460,6 +480,7 @@ class H2Protocol:
         self.valid_headers: list | None = None  # the last request header list that passed _malformed
         self.unflushed = 0  # response bytes h2 holds for flush_soon
         self.flush_scheduled = False
+        self.peer_goaway = False  # the client sent GOAWAY NO_ERROR: close once its streams are done
 
     # ------------------------------------------------------------------ start
     def start(self, data: bytes = b"", upgrade: tuple | None = None) -> None:
@@ -533,6 +554,8 @@ class H2Protocol:
             elif kind is h2.events.ConnectionTerminated:
                 self._goaway_received(event)
         self.flush()
+        if self.peer_goaway and not self.streams:
+            self._close()
 
     def eof_received(self) -> None:
         self.flush()  # what send() accepted reaches the kernel before the streams are told
@@ -683,10 +706,16 @@ class H2Protocol:
             self.streams.pop(stream.stream_id, None)
 
     def _goaway_received(self, event: Any) -> None:
-        """The client is going away. h2 sends nothing after a GOAWAY (its connection state is
-        CLOSED), so streams still open can never be answered: they are disconnected now."""
+        """The client is going away. With NO_ERROR its streams complete (RFC 9113 section 6.8),
+        including ones whose HEADERS follow the GOAWAY (Node queues its GOAWAY ahead of the
+        HEADERS of streams it opened just before ``session.close()``), and the connection closes
+        once none is left. With an error code the client gave up on the connection: its streams
+        are disconnected now."""
+        if event.error_code == ErrorCodes.NO_ERROR:
+            self.peer_goaway = True  # (closed by data_received or stream_finished once no stream is left)
+            return
         self.closing = True
-        gone = ClientDisconnected("the HTTP/2 client sent GOAWAY")
+        gone = ClientDisconnected(f"the HTTP/2 client sent GOAWAY {event.error_code!r}")
         for stream in list(self.streams.values()):
             self._stream_gone(stream, gone)
         self._close()
@@ -793,7 +822,7 @@ class H2Protocol:
                 self.streams.pop(stream.stream_id, None)
         if not self.streams:
             self.idle_since = self.loop.time()
-            if self.closing:
+            if self.closing or self.peer_goaway:
                 self._close()
 
     def flush_soon(self) -> None:
