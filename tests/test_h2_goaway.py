@@ -29,9 +29,10 @@ pytestmark = pytest.mark.timeout(60)
 NODE_CLIENT = Path(__file__).parent / "node" / "h2_client.mjs"
 
 
-def node_client(url: str, mode: str, count: int = 1) -> subprocess.Popen:
-    return subprocess.Popen(["node", str(NODE_CLIENT), url, mode, str(count)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def node_client(url: str, mode: str, count: int = 1, window: int | None = None) -> subprocess.Popen:
+    """Node's HTTP/2 client (tests/node/h2_client.mjs); ``window``: its flow-control windows."""
+    args = ["node", str(NODE_CLIENT), url, mode, str(count)] + ([str(window)] if window else [])
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def node_result(proc: subprocess.Popen) -> dict:

@@ -1,17 +1,21 @@
 // A real HTTP/2 client for the tests: Node's built-in node:http2, no packages.
 //
-//   node h2_client.mjs URL MODE [COUNT]
+//   node h2_client.mjs URL MODE [COUNT] [WINDOW]
 //
 // MODE "close": send COUNT requests on one session, then close the session gracefully at once
 //               (session.close(): GOAWAY NO_ERROR, then Node waits for its open streams).
 // MODE "wait":  send COUNT requests and print "sent" on stderr once their streams are open,
 //               then wait for the answers (the test may shut the server down meanwhile).
+// WINDOW: the client's stream and connection flow-control windows (default: Node's 65535), e.g.
+//         2147483647 for a client that never holds the server back (as curl and browsers do).
 // Prints one JSON line: {"results": [{"status", "bytes", "error"}...], "goaway": code|null}.
 import http2 from 'node:http2';
 
-const [url, mode = 'close', countArg = '1'] = process.argv.slice(2);
+const [url, mode = 'close', countArg = '1', windowArg] = process.argv.slice(2);
 const count = Number(countArg);
-const session = http2.connect(url);
+const window = windowArg ? Number(windowArg) : null;
+const session = http2.connect(url, window ? { settings: { initialWindowSize: window } } : {});
+if (window) session.on('connect', () => session.setLocalWindowSize(window));
 let goaway = null;
 session.on('goaway', (code) => { goaway = code; });
 session.on('error', () => {});

@@ -51,6 +51,7 @@ CONNECTION_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection
 MAX_RESETS_PER_SECOND = 200
 LINGER_SECONDS = 2.0  # how long a connection closed for an error drains the client's input
 MAX_CONTROL_FRAMES_PER_SECOND = 1000
+PUMP_QUANTUM = 65536  # response bytes a stream sends per turn when several wait for the socket
 _EMPTY: tuple = ()
 
 
@@ -320,7 +321,7 @@ class H2Stream:
         self.cycle: RequestCycle | None = None
         self.settings = proto.settings
         self.loop = proto.loop
-        self.pending = b""  # response data waiting for flow-control window
+        self.pending: Any = b""  # response data waiting for window or for the socket (a memoryview)
         self.pending_end = False
         self.trailers: list | None = None
         self.drain_waiters: list = []
@@ -333,7 +334,7 @@ class H2Stream:
 
     @property
     def write_paused(self) -> bool:
-        return bool(self.pending) or self.pending_end or self.trailers is not None or self.proto.write_paused
+        return self.has_output or self.proto.write_paused
 
     # ------------------------------------------------------------------ cycle -> wire
     def supports_trailers(self, cycle: RequestCycle) -> bool:
@@ -375,9 +376,16 @@ class H2Stream:
             self.proto.pump(self)
 
     def queue(self, data: bytes, end: bool) -> None:
-        self.pending = self.pending + data if self.pending else data
+        # A memoryview, so that taking a frame off the front costs the frame, not the rest: a
+        # 32 MiB body re-sliced as bytes for each 16 KiB frame was O(n^2) and held the loop.
+        self.pending = memoryview(bytes(self.pending) + data) if self.pending else memoryview(data)
         self.pending_end = end
         self.proto.pump(self)
+
+    @property
+    def has_output(self) -> bool:
+        """Response data, its end or its trailers still waiting (for window or for the socket)."""
+        return bool(self.pending) or self.pending_end or self.trailers is not None
 
     async def send_file(self, cycle: RequestCycle, status: int, headers: Any, path: str) -> None:
         with open(path, "rb") as fh:
@@ -578,9 +586,11 @@ class H2Protocol:
     def resume_writing(self) -> None:
         self.write_paused = False
         self.stall.resumed()
-        for stream in list(self.streams.values()):
-            if not stream.write_paused:
-                stream.wake_drainers()
+        self.pump_all()
+        if not self.write_paused:
+            for stream in list(self.streams.values()):
+                if not stream.write_paused:
+                    stream.wake_drainers()
 
     # ------------------------------------------------------------------ incoming
     def _malformed(self, stream_id: int, headers: list, flags: HeaderValidationFlags) -> bool:
@@ -753,25 +763,29 @@ class H2Protocol:
         if flush:
             self.flush_soon()
 
-    def pump(self, stream: H2Stream) -> None:
-        """Send what the stream's flow-control window allows, then its trailers."""
+    def pump(self, stream: H2Stream, budget: int = 1 << 62) -> None:
+        """Send what the stream's window allows, then its trailers, until the socket is full
+        (``write_paused``: resume_writing goes on from there) or ``budget`` bytes went out."""
         conn = self.conn
         stream_id = stream.stream_id
         try:
-            while stream.pending or stream.pending_end:
-                size = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size, len(stream.pending))
-                if size <= 0 and stream.pending:
+            while (stream.pending or stream.pending_end) and budget > 0 and not self.write_paused:
+                pending = stream.pending
+                size = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size, len(pending))
+                if size <= 0 and pending:
                     if not stream.blocked_since:
                         stream.blocked_since = self.loop.time()
                     break  # blocked: WindowUpdated resumes it
                 stream.blocked_since = 0.0
-                data = stream.pending[:size] if size < len(stream.pending) else stream.pending
-                stream.pending = stream.pending[size:] if size < len(stream.pending) else b""
+                stream.pending = pending[size:] if size < len(pending) else b""
                 end = stream.pending_end and not stream.pending
-                conn.send_data(stream_id, data, end_stream=end)
-                self.unflushed += size
+                conn.send_data(stream_id, pending[:size] if size < len(pending) else pending, end_stream=end)
+                budget -= size
                 if end:
                     stream.pending_end = False
+                self.unflushed += size
+                if self.unflushed >= 65536:
+                    self.flush()  # (to the kernel now: a full socket pauses us, and the loop breaks)
             if not stream.pending and not stream.pending_end and stream.trailers is not None:
                 trailers, stream.trailers = stream.trailers, None
                 conn.send_headers(stream_id, trailers, end_stream=True)
@@ -784,14 +798,37 @@ class H2Protocol:
         if not stream.write_paused:
             stream.wake_drainers()
 
-    def _window_opened(self, stream_id: int) -> None:
-        targets = self.streams.values() if stream_id == 0 else [self.streams.get(stream_id)]
-        for stream in list(targets):
-            if stream is not None and not stream.closed and (stream.pending or stream.pending_end or stream.trailers):
+    def pump_all(self) -> None:
+        """The socket has room (or the connection window opened): send the waiting streams'
+        data in turns of PUMP_QUANTUM bytes each, so that one large body does not hold back
+        the responses of the other streams on the connection."""
+        while not self.write_paused and not self.closed:
+            waiting = [stream for stream in self.streams.values() if stream.has_output and not stream.closed]
+            if not waiting:
+                return
+            progress = False
+            for stream in waiting:
+                if self.write_paused:
+                    return
+                before = len(stream.pending), stream.pending_end, stream.trailers is not None
                 try:
-                    self.pump(stream)
+                    self.pump(stream, PUMP_QUANTUM)
                 except (ClientDisconnected, RuntimeError):
                     pass  # the waiting send() is told via its drain waiter
+                progress = progress or before != (len(stream.pending), stream.pending_end, stream.trailers is not None)
+            if not progress:
+                return  # every waiting stream is blocked on its own window
+
+    def _window_opened(self, stream_id: int) -> None:
+        if stream_id == 0:
+            self.pump_all()
+            return
+        stream = self.streams.get(stream_id)
+        if stream is not None and not stream.closed and stream.has_output:
+            try:
+                self.pump(stream)
+            except (ClientDisconnected, RuntimeError):
+                pass  # the waiting send() is told via its drain waiter
 
     def acknowledge(self, stream: H2Stream, size: int) -> None:
         if stream.closed or self.closed:
@@ -812,7 +849,7 @@ class H2Protocol:
             self.flush()
 
     def reset_after_response(self, stream: H2Stream) -> None:
-        if stream.pending or stream.pending_end or stream.trailers is not None:
+        if stream.has_output:
             return  # (the response's end is still waiting for window; the client ends it)
         self.reset(stream, ErrorCodes.NO_ERROR)
 
