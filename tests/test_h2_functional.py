@@ -577,6 +577,10 @@ def test_curl_h2c_upgrade() -> None:
         scope = json.loads(body)
         assert scope["http_version"] == "2"
         assert scope["path"] == "/scope" and scope["query_string"] == "up=1"
+        # The upgrade's own headers belonged to the HTTP/1.1 hop, not to the HTTP/2 request.
+        names = {name for name, _ in scope["headers"]}
+        assert not names & {"connection", "upgrade", "http2-settings", "keep-alive", "transfer-encoding"}, names
+        assert "host" in names and "user-agent" in names
 
 
 @needs_curl_h2

@@ -278,6 +278,14 @@ def request_scope(headers: list, settings: Any, server: Any, client: Any, scheme
     return scope
 
 
+def _without_hop_headers(headers: list) -> list:
+    """An h2c upgrade request's headers as an HTTP/2 request's: the HTTP/1.1 hop's own fields
+    (Connection, Upgrade, HTTP2-Settings, and whatever Connection names) do not reach the app."""
+    named = {token.strip().lower() for name, value in headers if name == b"connection" for token in value.split(b",")}
+    drop = CONNECTION_HEADERS | named | {b"http2-settings"}
+    return [(name, value) for name, value in headers if name not in drop]
+
+
 def server_connection(options: Any) -> h2.connection.H2Connection:
     """The h2 state machine of one server connection, configured from the --h2-* options
     (``HTTP2Settings``). bench/h2_ceiling.py times this same object."""
@@ -507,6 +515,7 @@ class H2Protocol:
                 self.transport.close()
                 return
             scope["http_version"] = "2"
+            scope["headers"] = _without_hop_headers(scope["headers"])
             self._start_stream(1, scope, ended=True)
         self.flush()
         self.pinger.start()
