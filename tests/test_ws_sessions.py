@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import pytest
+import tether
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -347,13 +348,59 @@ def test_cancel_policy_cancels_the_session_task_and_the_extension_sees_it() -> N
             raise
 
     with serve(app, on_disconnect="cancel", disconnect_grace=0.2) as srv:
-        ws = connect(ws_url(srv), open_timeout=TIMEOUT).__enter__()
+        raw = RawWebSocket(srv.port)
         record.wait("ready")
         started = time.monotonic()
-        ws.close()
+        raw.close()  # the peer vanishes: no close frame
         assert record.wait("extension_saw_it") is True
         cancelled_at = record.wait("cancelled")
     assert 0.15 <= cancelled_at - started < 2.0  # after the grace period, not before
+
+
+@pytest.mark.parametrize("ending", ["close_frame", "vanished"])
+def test_a_close_frame_is_a_normal_end_not_abandoned_work(ending: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The peer's close frame ends a session normally: the app's cleanup after
+    websocket.disconnect is not cancelled and not logged or counted as abandoned. A peer that
+    vanishes without one is a disconnect: counted, logged with the abandoned time, cancelled."""
+    record = Record()
+    caplog.set_level("INFO", logger="tether.access")
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        record.mark("ready")
+        try:
+            record.mark("disconnect", await receive())
+            await asyncio.sleep(0.2)  # cleanup after the session (e.g. a database write)
+            record.mark("cleaned_up")
+        except asyncio.CancelledError:
+            record.mark("cancelled")
+            raise
+
+    before = tether.stats()["disconnects"]["websocket"]
+    with serve(app, on_disconnect="cancel") as srv:
+        if ending == "close_frame":
+            ws = connect(ws_url(srv), open_timeout=TIMEOUT).__enter__()
+            record.wait("ready")
+            ws.close(4001, "done here")
+            assert record.wait("disconnect")["code"] == 4001
+            record.wait("cleaned_up")
+        else:
+            raw = RawWebSocket(srv.port)
+            record.wait("ready")
+            raw.close()
+            record.wait("cancelled")  # (grace 0: the cancel lands in receive(), which had been woken)
+    lines = [r.getMessage() for r in caplog.records if r.name == "tether.access"]
+    assert len(lines) == 1, lines
+    counted = tether.stats()["disconnects"]["websocket"] - before
+    if ending == "close_frame":
+        assert "websocket closed 4001" in lines[0] and "abandoned" not in lines[0], lines
+        assert counted == 0 and "cancelled" not in record.items
+    else:
+        assert "websocket closed 1006 abandoned" in lines[0] and lines[0].endswith("cancelled"), lines
+        assert counted == 1 and "cleaned_up" not in record.items
 
 
 def test_ws_none_refuses_upgrades_with_400() -> None:

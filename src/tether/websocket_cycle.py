@@ -14,11 +14,18 @@ The session's states, as the app sees them:
 * RESPONDING: the denial response's body is being streamed; its last part -> CLOSED.
 * CLOSED: the app has ended the session; nothing more may be sent.
 
-Independently, the peer may leave at any moment (close frame, FIN, RST, ping timeout, a
-protocol error it caused): ``peer_left(code, reason)``. From then on ``receive()`` returns
-``websocket.disconnect`` with that code once the messages already received are consumed,
-``send()`` raises ``ClientDisconnected``, and, if the app is still in its session, the work is
-counted as abandoned and the cancel policy applies.
+Independently, the session may end from the other side at any moment: ``peer_left(code,
+reason, clean)``. From then on ``receive()`` returns ``websocket.disconnect`` with that code once
+the messages already received are consumed, the extension's signal is set, and ``send()`` raises
+``ClientDisconnected``. How it ended decides the rest:
+
+* *clean*: the peer's close frame (a browser closing its tab sends 1001), or the server's own
+  1012 at shutdown. This is how a WebSocket session ends normally, as a complete response ends
+  an HTTP request: what the app does next (its cleanup after ``websocket.disconnect``) is not
+  abandoned work, is not counted as a disconnect, and ``--on-disconnect cancel`` leaves it alone.
+* otherwise the peer *vanished* (FIN or RST without a close frame, a ping timeout, a protocol
+  error it made): the app's work is abandoned from then on, counted, logged with the abandoned
+  time, and under ``--on-disconnect cancel`` cancelled, as for HTTP.
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ _debug = error_logger.isEnabledFor
 
 
 class WebSocketCycle(Cycle):
-    __slots__ = ("state", "queue", "connect_delivered", "close_code", "close_reason", "status", "bytes_sent")
+    __slots__ = ("state", "queue", "connect_delivered", "close_code", "close_reason", "status", "bytes_sent",
+                 "ended_cleanly")
 
     def __init__(self, scope: dict, conn: Any) -> None:
         Cycle.__init__(self, scope, conn)
@@ -51,10 +59,11 @@ class WebSocketCycle(Cycle):
         self.close_reason = ""
         self.status = 0  # what the handshake was answered with: 101, 403, 500 or the app's status
         self.bytes_sent = 0
+        self.ended_cleanly = False  # a close frame (or our shutdown) ended it: nothing is abandoned
 
     # ------------------------------------------------------------------ Cycle's questions
     def work_finished(self) -> bool:
-        return self.state == CLOSED
+        return self.state == CLOSED or self.ended_cleanly
 
     def abandon_phase(self) -> str:
         return "websocket"
@@ -68,12 +77,14 @@ class WebSocketCycle(Cycle):
         if self.waiters:
             self._wake()
 
-    def peer_left(self, code: int, reason: str = "") -> None:
-        """The session ended from the peer's side (or the connection broke). Idempotent."""
+    def peer_left(self, code: int, reason: str = "", clean: bool = False) -> None:
+        """The session ended from the other side: ``clean`` for a close frame (or the server's
+        shutdown), not for a peer that vanished. Idempotent."""
         if self.client_left:
             return
         if self.state != CLOSED:
             self.close_code, self.close_reason = int(code), reason  # (websockets gives an IntEnum)
+        self.ended_cleanly = clean
         self.client_gone()
 
     # ------------------------------------------------------------------ ASGI receive

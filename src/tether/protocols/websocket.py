@@ -7,8 +7,8 @@ handshake is checked here from the parsed request, not re-parsed.
 
 What the peer does, and what the session (``WebSocketCycle``) is told:
 
-* a close frame: echoed at once, then ``peer_left(code, reason)`` and the TCP close
-  (the server closes first, RFC 6455 §7.1.1);
+* a close frame: echoed at once, then ``peer_left(code, reason, clean=True)`` and the TCP close
+  (the server closes first, RFC 6455 §7.1.1): the normal end of a session, not abandoned work;
 * FIN or RST without a close frame: ``peer_left(1006)`` at once, also while reading is paused
   because the app is not consuming messages (the hangup watcher, as for HTTP);
 * a protocol violation: websockets fails the connection with the RFC's code (1002, 1007,
@@ -266,7 +266,7 @@ class WebSocketProtocol(WriteFlowControl):
         cycle = self.cycle
         if cycle is not None and not cycle.client_left:
             if ws.close_rcvd is not None and not self.server_closed:
-                cycle.peer_left(ws.close_rcvd.code, ws.close_rcvd.reason)  # the peer closed
+                cycle.peer_left(ws.close_rcvd.code, ws.close_rcvd.reason, clean=True)  # the peer closed
             elif ws.parser_exc is not None or self.failed:
                 # The peer broke the protocol (or the stream ended without a close frame):
                 # the app is told the code websockets closed with, 1006 for a bare EOF.
@@ -286,7 +286,7 @@ class WebSocketProtocol(WriteFlowControl):
         self.handshake = None
         if self.shutting_down:
             self.close(1012, "")
-            self.cycle.peer_left(1012)  # type: ignore[union-attr]
+            self.cycle.peer_left(1012, clean=True)  # type: ignore[union-attr]
             return
         self.pinger.start()
 
@@ -393,7 +393,7 @@ class WebSocketProtocol(WriteFlowControl):
             return  # not started, or the app has not answered the handshake yet
         if self.ws.state is OPEN and cycle.state == session.OPEN:
             self.close(1012, "")
-            cycle.peer_left(1012)
+            cycle.peer_left(1012, clean=True)
 
     # ------------------------------------------------------------------ plumbing
     def app_finished(self, cycle: WebSocketCycle) -> None:
