@@ -95,8 +95,9 @@ CASES: dict[str, tuple[bytes, Any]] = {
     "chunk extension quoted": (post(CHUNKED, body=b'3;name="a b"\r\nabc\r\n0\r\n\r\n'), ONE_POST_ABC),
     "NUL in a chunk extension": (post(CHUNKED, body=b"3;\x00\r\nabc\r\n0\r\n\r\n"), BODY_ERROR),
     "bare LF in a chunk extension": (post(CHUNKED, body=b"3;a\nb\r\nabc\r\n0\r\n\r\n"), BODY_ERROR),
-    "100 KB chunk extension (one parse, nothing buffered)": (post(CHUNKED, body=b"3;" + b"e" * 100000 + b"\r\nabc\r\n0\r\n\r\n"),
-                                                             ONE_POST_ABC),
+    # Chunk extensions are bounded (16 KiB a chunk on average; CVE-2024-22019 in Node).
+    "100 KB chunk extension": (post(CHUNKED, body=b"3;" + b"e" * 100000 + b"\r\nabc\r\n0\r\n\r\n"), BODY_ERROR),
+    "4 KB chunk extension": (post(CHUNKED, body=b"3;" + b"e" * 4000 + b"\r\nabc\r\n0\r\n\r\n"), ONE_POST_ABC),
     "chunk data longer than its size": (post(CHUNKED, body=b"3\r\nabcX\r\n0\r\n\r\n"), BODY_ERROR),
     "LF only after chunk data": (post(CHUNKED, body=b"3\r\nabc\n0\r\n\r\n"), BODY_ERROR),
     "LF only after chunk size": (post(CHUNKED, body=b"3\nabc\r\n0\r\n\r\n"), BODY_ERROR),

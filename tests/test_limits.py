@@ -119,6 +119,50 @@ def test_chunked_body_over_limit_gets_413_and_the_app_is_told() -> None:
         still_serving(srv)
 
 
+@pytest.mark.parametrize("how", ["with_head", "after_head", "trickled"])
+def test_unbounded_chunk_extension_gets_400(how: str) -> None:
+    """A chunk-size line with 200 kB of extension (the class of CVE-2024-22019): 400 and close,
+    whether it comes in the same read as the head, later, or a little at a time."""
+    seen = Seen()
+    head = request("POST", headers=[("Transfer-Encoding", "chunked")])
+    line = b"5;" + b"x" * 200_000
+    with serve(reading_app(seen)) as srv:
+        with RawClient.to(srv) as client:
+            if how == "with_head":
+                client.send(head + line)
+            elif how == "after_head":
+                client.send(head)
+                wait_until(lambda: seen.calls, what="the app started")
+                client.send(line)
+            else:
+                client.send(head + line[:1000])
+                for start in range(1000, len(line), 4000):
+                    try:
+                        client.send(line[start:start + 4000])
+                    except OSError:
+                        break  # (refused already: the server closed)
+                    time.sleep(0.002)
+            response = client.read_response()
+            assert response.status == 400, response.raw_head
+            assert b"Chunk extension" in response.body
+        still_serving(srv)
+
+
+def test_ordinary_chunked_bodies_are_not_mistaken_for_long_extensions() -> None:
+    """Many tiny chunks, short extensions, trailers and pipelined requests stay within the bound."""
+    seen = Seen()
+    with serve(reading_app(seen)) as srv:
+        with RawClient.to(srv) as client:
+            tiny = b"".join(b"1;n=v\r\n%c\r\n" % (65 + i % 26) for i in range(20_000))  # 9 bytes of framing per byte
+            body = tiny + b"0\r\nX-Trailer: " + b"t" * 4000 + b"\r\n\r\n"
+            get = request("GET", headers=[("X-Pad", "p" * 8000)])
+            client.send(get + request("POST", headers=[("Transfer-Encoding", "chunked")]) + body + get)
+            for _ in range(3):
+                assert client.read_response().status == 200
+        assert seen.messages.count("http.disconnect") == 0
+        still_serving(srv)
+
+
 # ---------------------------------------------------------------------- HTTP/1.1 timeouts
 def test_slow_request_head_gets_408_after_timeout_request_header() -> None:
     seen = Seen()

@@ -318,6 +318,13 @@ class RequestCycle(Cycle):
         if self.waiters:
             self._wake()
 
+    def discard_body(self) -> None:
+        """The body received is refused after all (the protocol found it malformed before the
+        app read it): receive() will not hand it out."""
+        if not self.body_delivered:
+            self.body = b""
+            self.body_complete = False
+
     # ------------------------------------------------------------------ ASGI receive
     async def receive(self) -> dict:
         while True:

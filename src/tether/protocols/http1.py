@@ -39,6 +39,8 @@ from ..proxy import apply_proxy_headers
 from .stall import WRITE_HIGH_WATER, WriteFlowControl, WriteStall, wake_all
 
 HIGH_WATER = 65536  # request body bytes buffered before reading pauses
+MAX_CHUNK_LINE = 16384  # chunk-size line + extensions, on average per chunk (Node's bound, CVE-2024-22019)
+CHUNK_LINE_ALLOWANCE = 64  # bytes of framing a plain chunk costs: size line, CRLFs
 LINGER_SECONDS = 2.0  # how long a connection closed after an error answer drains the client's input
 PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -256,6 +258,9 @@ class _BodyOnly:
         if not self.done:
             self.protocol.on_body(body)
 
+    def on_chunk_header(self) -> None:
+        self.protocol.on_chunk_header()
+
     def on_message_complete(self) -> None:
         if not self.done:  # (the connection closes after this request: nothing later is parsed for it)
             self.done = True
@@ -270,6 +275,8 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
         "peer_fin", "probing", "idle_since", "head_info", "remaining", "head_request",
         "http11", "upgrade", "in_head", "head_raw", "trailer_headers", "upgrade_scope",
         "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size", "declared_length", "forwarded", "hosts", "transfer_encoding", "reject_after", "head_began", "draining", "body_after_upgrade", "valid_host",
+        "feed_body", "feed_begins", "feed_chunks", "chunk_check", "chunk_open", "chunk_head_feed", "chunk_debt",
+        "trailer_size", "chunk_cycle",
     )
 
     def __init__(self, settings: Any) -> None:
@@ -320,6 +327,16 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
         self.reject_after: tuple | None = None  # an error answer due once the response in progress is out
         self.head_began = False  # a head began during the current read (head_raw counts later reads)
         self.draining = False  # closing after an error answer: input is read and discarded
+        # The chunk-line bound (_bound_chunk_lines): per read, body bytes and heads and chunks seen.
+        self.feed_body = 0
+        self.feed_begins = 0
+        self.feed_chunks = 0
+        self.chunk_check = False  # a chunked body was parsed during this read
+        self.chunk_open = False  # ... and it is not complete yet
+        self.chunk_head_feed = False  # its head completed during this read
+        self.chunk_debt = 0  # framing bytes beyond the allowance, carried from read to read
+        self.trailer_size = 0
+        self.chunk_cycle: RequestCycle | None = None  # the request the bound applies to
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: Any) -> None:
@@ -400,6 +417,7 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
             if data[:3] == b"PRI" and self.settings.http == "auto" and wants_http2(data):
                 self._switch_to_http2(data)  # h2c with prior knowledge
                 return
+        self.feed_body = self.feed_begins = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -423,6 +441,38 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
                     self.head_raw += len(data)
                     if self.head_raw > self.settings.max_head_size:
                         self._reject(*HEAD_TOO_LARGE)
+            if self.chunk_check:
+                self._bound_chunk_lines(data)
+
+    def _bound_chunk_lines(self, data: bytes) -> None:
+        """A chunk-size line may carry extensions, which llhttp skips without a limit: a client
+        could send megabytes that are neither body nor head (the class of CVE-2024-22019 in Node).
+        httptools reports no positions, so the bound is on what this read held besides body and
+        heads: beyond CHUNK_LINE_ALLOWANCE bytes per chunk, at most MAX_CHUNK_LINE bytes, carried
+        over from read to read (a line split across reads counts whole). Then 400."""
+        framing = len(data) - self.feed_body
+        heads = self.feed_begins
+        if self.chunk_head_feed:  # the chunked request's own head came in this read too
+            self.chunk_head_feed = False
+            end = data.find(b"\r\n\r\n") if heads == 1 else -1
+            if end >= 0:
+                framing -= end + 4  # (it began this read, alone: exactly its length)
+                heads = 0
+            else:
+                heads += 1
+        allowance = CHUNK_LINE_ALLOWANCE * self.feed_chunks + heads * self.settings.max_head_size
+        self.chunk_debt = max(0, self.chunk_debt + framing - allowance)
+        self.feed_chunks = 0
+        self.chunk_check = self.chunk_open
+        if self.chunk_debt > MAX_CHUNK_LINE:
+            error_logger.debug("chunk extensions from %s over %d bytes", self.client, MAX_CHUNK_LINE)
+            self.chunk_check = self.chunk_open = False
+            cycle = self.chunk_cycle
+            if self.parsing is None and cycle is not None and cycle is self.cycle:
+                # Parsed whole within this read: refused all the same, as a body cut short.
+                cycle.discard_body()
+                self.parsing = cycle
+            self._reject(400, b"Chunk extension too long")
 
     # ------------------------------------------------------------------ parser callbacks
     def on_message_begin(self) -> None:
@@ -439,6 +489,7 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
         self.forwarded = False
         self.hosts = 0
         self.transfer_encoding = None
+        self.feed_begins += 1
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -448,7 +499,13 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.in_head:
-            return  # a chunked body's trailer: never merged into the request's headers (RFC 9110 section 6.5.1)
+            # A chunked body's trailer: never merged into the request's headers (RFC 9110
+            # section 6.5.1), bounded like a head, and not framing for _bound_chunk_lines.
+            self.trailer_size += len(name) + len(value) + 4
+            self.feed_body += len(name) + len(value) + 4 + CHUNK_LINE_ALLOWANCE
+            if self.trailer_size > self.settings.max_head_size:
+                raise _Refused(*HEAD_TOO_LARGE)
+            return
         settings = self.settings
         name = name.lower()
         padded = value[-1:] in _OWS
@@ -496,6 +553,8 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
             raise _Refused(400, b"A request needs exactly one Host header")  # RFC 9112 section 3.2
         if self.transfer_encoding is not None:
             _check_transfer_encoding(self.transfer_encoding)
+            self.chunk_check = self.chunk_open = self.chunk_head_feed = True
+            self.chunk_debt = self.trailer_size = 0
         self.body_seen = 0
         self.body_at = 0.0  # (started by the sweep, restarted by each piece of body)
         limit = settings.limit_request_body
@@ -554,6 +613,8 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
                 self.upgrade_scope = scope
                 return
         cycle = RequestCycle(scope, self, self.expect_100 and self.http11)
+        if self.transfer_encoding is not None:
+            self.chunk_cycle = cycle
         if self.upgrade and (self.declared_length or self.transfer_encoding is not None):
             self.body_after_upgrade = cycle  # llhttp skips this body: _read_body_after_ignored_upgrade
         else:
@@ -564,8 +625,12 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
             self.pipeline.append((cycle, keep_alive))
             self._pause_reading()
 
+    def on_chunk_header(self) -> None:
+        self.feed_chunks += 1
+
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
+        self.feed_body += len(body)
         self.body_at = 0.0  # progress: the sweep restarts the clock
         limit = self.settings.limit_request_body
         if limit is not None:
@@ -580,6 +645,7 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         cycle = self.parsing
+        self.chunk_open = False
         if cycle is not None:
             cycle.end_body()
         self.parsing = None
