@@ -365,6 +365,37 @@ def test_extension_event_is_set_on_disconnect(how: str) -> None:
         server_idle(srv)
 
 
+@close_kinds
+@pytest.mark.parametrize("phase", ["before_response", "mid_stream"])
+def test_extension_left_at_is_when_the_client_left(how: str, phase: str) -> None:
+    """signal.left_at: None while the client is there, then the time.monotonic() it was seen leaving."""
+    probe = Probe()
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        gone = signal_of(scope)
+        await read_body(receive)
+        if phase == "mid_stream":
+            await send(START)
+            await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        probe.mark("before", gone.left_at)
+        await asyncio.wait_for(gone.wait(), 5)
+        probe.mark("told", (gone.left_at, time.monotonic(), gone.left_at))
+
+    with serve(app, lifespan="off") as srv:  # in this process: the test's clock is the server's
+        sock = srv.connect()
+        sock.sendall(http_request())
+        if phase == "mid_stream":
+            recv_until(sock, b"part")
+        probe.wait("before")
+        assert probe.value("before") is None
+        left = hang_up(sock, how)
+        assert_prompt(probe, "told", left)
+        left_at, told, again = probe.value("told")
+        assert isinstance(left_at, float) and again == left_at
+        assert left <= left_at <= told, (left, left_at, told)
+        server_idle(srv)
+
+
 class Passthrough(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: Any) -> Any:
         response = await call_next(request)

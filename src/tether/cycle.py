@@ -64,7 +64,7 @@ class DisconnectSignal:
     """The ``tether.disconnect`` scope extension: the disconnect, without consuming receive().
 
     ``is_set()`` checks without blocking, ``await wait()`` returns once the client has gone,
-    ``shield()`` protects a critical section from ``--on-disconnect cancel``.
+    ``left_at`` says when, ``shield()`` protects a critical section from ``--on-disconnect cancel``.
     """
 
     __slots__ = ("_cycle",)
@@ -74,6 +74,12 @@ class DisconnectSignal:
 
     def is_set(self) -> bool:
         return self._cycle.client_left
+
+    @property
+    def left_at(self) -> float | None:
+        """``time.monotonic()`` when Tether saw the client leave, or None while it is there."""
+        cycle = self._cycle
+        return cycle.gone_at if cycle.client_left else None
 
     async def wait(self) -> None:
         cycle = self._cycle
@@ -141,7 +147,8 @@ class Cycle:
         "loop",
         # client / disconnect
         "client_left",
-        "left_at",
+        "gone_at",  # when the client left: set by client_gone, read only once client_left
+        "left_at",  # when unfinished work was abandoned (0.0: none was)
         "waiters",
         "gone_event",
         # app task and cancellation
@@ -189,6 +196,7 @@ class Cycle:
         if self.client_left:
             return
         self.client_left = True
+        self.gone_at = now = _now()
         if self.waiters:
             self._wake()
         if self.gone_event is not None:
@@ -196,7 +204,7 @@ class Cycle:
         if self.app_done or self.task is None or self.work_finished():
             return  # a finished answer, or a queued request that never started
         # The answer is unfinished: the app's work is abandoned from now on.
-        self.left_at = _now()
+        self.left_at = now
         STATS.disconnected(self.abandon_phase())
         settings = self.conn.settings
         if settings.cancel_on_disconnect:
