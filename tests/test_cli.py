@@ -119,6 +119,7 @@ BAD_INPUT = {
     "missing attribute": (["simple_apps:no_such_app"], ["no_such_app"]),
     "app without attribute": (["simple_apps"], ["module:attribute"]),
     "bad --header": (["--header", "no-colon-here"], ["--header", "no-colon-here"]),
+    "--header name not a token": (["--header", "x y: 1"], ["--header", "token"]),
     "--ssl-keyfile without cert": (["--ssl-keyfile", "/nonexistent/key.pem"], ["--ssl-keyfile", "--ssl-certfile"]),
     "missing cert file": (["--ssl-certfile", "/nonexistent/cert.pem"], ["TLS"]),
     "bad --access-log-format": (["--access-log-format", "{nope}"], ["--access-log-format"]),

@@ -299,7 +299,7 @@ INVALID_SEQUENCES = {
     "status not int": (_status_not_int, "'status'"),
     "header value str": (_header_value_str, "must be bytes"),
     "header name str": (_header_name_str, "must be bytes"),
-    "header with newline": (_header_with_newline, "CR or LF"),
+    "header with newline": (_header_with_newline, "CR, LF or NUL"),
     "unknown message": (_unknown_message, "http.response.bogus"),
     "body longer than content-length": (_body_longer_than_length, "longer than Content-Length"),
 }

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from .errors import ConfigError
+from .protocols.wire import check_field
 
 LOOP_CHOICES = ("auto", "asyncio", "uvloop")
 LIFESPAN_CHOICES = ("auto", "on", "off")
@@ -178,6 +179,11 @@ class Config:
             name, sep, _ = item.partition(":")
             if not sep or not name.strip():
                 raise ConfigError(f"--header must be NAME:VALUE, not {item!r}")
+        try:
+            for pair in self.encoded_default_headers():
+                check_field(pair, "--header")  # (the check every protocol applies to the app's headers)
+        except (RuntimeError, UnicodeEncodeError) as exc:
+            raise ConfigError(f"--header: {exc}") from None
         try:
             self.forwarded_ips()
         except ValueError as exc:

@@ -404,10 +404,9 @@ class RequestCycle(Cycle):
             if state != TRAILERS:
                 raise RuntimeError(_unexpected(mtype, state))
             more = message.get("more_trailers", False)
+            self.conn.send_trailers(self, message.get("headers", ()), more)  # (may refuse them: then a reset)
             if not more:
                 self.state = DONE
-            self.conn.send_trailers(self, message.get("headers", ()), more)
-            if self.state == DONE:
                 self._response_done()
             if self.conn.write_paused:
                 await self._drain()

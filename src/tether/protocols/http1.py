@@ -1,7 +1,7 @@
 """HTTP/1.1 over an asyncio transport: bytes <-> the request cycle.
 
-Parsing is httptools (llhttp); the response framing below is plain functions over bytes
-(``build_head``, ``chunk``), testable without an event loop. The protocol class is glue: it
+Parsing is httptools (llhttp); the response framing is plain functions over bytes in
+``wire.py`` (``build_head``, ``chunk``), testable without an event loop. The protocol class is glue: it
 feeds the parser, builds the scope, and tells the cycle when the body arrives and when the
 client leaves. The disconnect rules it applies (docs/design.md has the why):
 
@@ -25,9 +25,7 @@ import logging
 import os
 import re
 import socket
-from http import HTTPStatus
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import httptools
 
@@ -37,6 +35,7 @@ from ..hangup import ERR, FIN, HUP
 from ..logs import STATS, error_logger
 from ..proxy import apply_proxy_headers
 from .stall import WRITE_HIGH_WATER, WriteFlowControl, WriteStall, wake_all
+from .wire import NO_BODY_STATUSES, HeadInfo, build_head, chunk, decode_path, simple_response, trailer_block
 
 HIGH_WATER = 65536  # request body bytes buffered before reading pauses
 MAX_CHUNK_LINE = 16384  # chunk-size line + extensions, on average per chunk (Node's bound, CVE-2024-22019)
@@ -44,145 +43,6 @@ CHUNK_LINE_ALLOWANCE = 64  # bytes of framing a plain chunk costs: size line, CR
 LINGER_SECONDS = 2.0  # how long a connection closed after an error answer drains the client's input
 PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-# ---------------------------------------------------------------------- wire format (sans-I/O)
-def _status_line(code: int) -> bytes:
-    try:
-        phrase = HTTPStatus(code).phrase
-    except ValueError:
-        phrase = ""
-    return b"HTTP/1.1 %d %s\r\n" % (code, phrase.encode("ascii"))
-
-
-STATUS_LINES = {code: _status_line(code) for code in range(100, 600)}
-NO_BODY_STATUSES = frozenset({204, 304} | set(range(100, 200)))
-
-
-class HeadInfo:
-    """What ``build_head`` learned from the app's headers."""
-
-    __slots__ = ("head", "content_length", "chunked", "keep_alive")
-
-    def __init__(self, head: bytes, content_length: int | None, chunked: bool, keep_alive: bool) -> None:
-        self.head = head
-        self.content_length = content_length
-        self.chunked = chunked
-        self.keep_alive = keep_alive
-
-
-def build_head(
-    status: int,
-    headers: Any,
-    body_len: int,
-    more: bool,
-    keep_alive: bool,
-    http11: bool,
-    head_request: bool,
-    extra: bytes,
-) -> HeadInfo:
-    """Serialise a response head. ``extra`` is the pre-formatted server/date/default lines.
-
-    Raises RuntimeError for headers that are not bytes or that would inject a line.
-    """
-    try:
-        key = (status, *headers)
-        app_part = _APP_PARTS.get(key)
-    except TypeError:  # (unhashable header items, e.g. lists: not cached)
-        key = app_part = None
-    if app_part is None:
-        app_part = _app_part(status, headers)
-        if key is not None:
-            if len(_APP_PARTS) >= 512:
-                _APP_PARTS.clear()
-            _APP_PARTS[key] = app_part
-    block, content_length, chunked, close = app_part
-    if close:
-        keep_alive = False
-    if not http11:
-        block = block.replace(b"HTTP/1.1", b"HTTP/1.0", 1)
-        chunked = False
-    parts = [block, extra]
-    if status in NO_BODY_STATUSES:
-        chunked = False
-    elif content_length is None and not chunked:
-        if not more:
-            if not (head_request and body_len == 0):
-                parts.append(b"content-length: %d\r\n" % body_len)
-        elif http11:
-            chunked = True
-        else:
-            keep_alive = False  # HTTP/1.0 without a length: the close ends the body
-    if content_length is not None:
-        parts.append(b"content-length: %d\r\n" % content_length)
-        chunked = False
-    if chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
-    if not keep_alive:
-        parts.append(b"connection: close\r\n")
-    elif not http11:
-        parts.append(b"connection: keep-alive\r\n")
-    parts.append(b"\r\n")
-    return HeadInfo(b"".join(parts), content_length, chunked, keep_alive)
-
-
-# The status line and the app's header lines, by (status, *headers): most apps send the same
-# few header lists again and again, so the loop and checks below run once per distinct list.
-_APP_PARTS: dict = {}
-
-
-def _app_part(status: int, headers: Any) -> tuple:
-    """(status line + app header lines, content-length, chunked asked, close asked)."""
-    parts = [STATUS_LINES[status]]
-    content_length = None
-    chunked = False
-    close = False
-    for item in headers:
-        name, value = item
-        if type(name) is not bytes or type(value) is not bytes:
-            raise RuntimeError(f"response header names and values must be bytes, got {item!r}")
-        if b"\n" in name or b"\r" in name or b"\n" in value or b"\r" in value:
-            raise RuntimeError("response headers must not contain CR or LF characters")
-        lname = name.lower()
-        if lname == b"content-length":
-            if not value.strip().isdigit():
-                raise RuntimeError(f"invalid content-length header {value!r}")
-            content_length = int(value)
-            continue  # written once, by build_head
-        elif lname == b"transfer-encoding":
-            chunked = value.lower() == b"chunked"
-            continue  # framing is ours to do
-        elif lname == b"connection":
-            if value.lower() == b"close":
-                close = True
-            continue
-        parts.append(name + b": " + value + b"\r\n")
-    return b"".join(parts), content_length, chunked, close
-
-
-def chunk(body: bytes) -> bytes:
-    return b"%x\r\n%b\r\n" % (len(body), body) if body else b""
-
-
-def trailer_block(headers: Any) -> bytes:
-    parts = [b"0\r\n"]
-    for name, value in headers:
-        if type(name) is not bytes or type(value) is not bytes or b"\n" in name + value or b"\r" in name + value:
-            raise RuntimeError(f"invalid trailer {(name, value)!r}")
-        parts.append(name + b": " + value + b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
-
-
-def simple_response(status: int, body: bytes, extra: bytes, keep_alive: bool) -> bytes:
-    return (
-        STATUS_LINES[status]
-        + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)
-        + extra
-        + (b"" if keep_alive else b"connection: close\r\n")
-        + b"\r\n"
-        + body
-    )
 
 
 def _check_old_version(version: str) -> None:
@@ -204,26 +64,6 @@ def _check_transfer_encoding(value: bytes) -> None:
         raise _Refused(501, b"Transfer-Encoding not implemented")
     if value.lower() != b"chunked":
         raise _Refused(400, b"Invalid Transfer-Encoding")
-
-
-def _declared_length(headers: list) -> int:
-    """The request's Content-Length (llhttp has already rejected malformed ones), or 0."""
-    for name, value in headers:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return 0
-    return 0
-
-
-def decode_path(raw_path: bytes) -> str:
-    if b"%" in raw_path:
-        raw_path = unquote_to_bytes(raw_path)
-    try:
-        return raw_path.decode("ascii")
-    except UnicodeDecodeError:
-        return raw_path.decode("utf-8", "surrogateescape")
 
 
 class _Refused(Exception):

@@ -42,9 +42,9 @@ from ..cycle import DONE, STREAMING, RequestCycle
 from ..errors import ClientDisconnected
 from ..logs import STATS, error_logger
 from ..proxy import apply_proxy_headers
-from .http1 import NO_BODY_STATUSES, _declared_length, decode_path
 from .keepalive import Pinger
 from .stall import WRITE_HIGH_WATER, WriteStall, wake_all
+from .wire import NO_BODY_STATUSES, check_field, declared_length, decode_path
 
 # RFC 9113 §8.2.2: connection-specific header fields must not appear in HTTP/2.
 CONNECTION_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
@@ -211,26 +211,48 @@ class _Connection(h2.connection.H2Connection):
 
 
 def response_headers(status: int, headers: Any, default_headers: list, body_length: int | None = None) -> list:
-    """The app's headers as an HTTP/2 header list: lower-case names, connection-specific fields
-    dropped (RFC 9113 §8.2.2), Tether's server/date headers appended, and a content-length
-    when the whole body is known (``body_length``) and the app gave none. Sans-I/O."""
-    result = [(b":status", b"%d" % status)]
-    for item in headers:
-        name, value = item
-        if type(name) is not bytes or type(value) is not bytes:
-            raise RuntimeError(f"response header names and values must be bytes, got {item!r}")
-        name = name.lower()
-        if name in CONNECTION_HEADERS:
-            continue
-        if b"\r" in value or b"\n" in value or b"\x00" in value:
-            raise RuntimeError("response headers must not contain CR, LF or NUL characters")
-        if name == b"content-length":
-            body_length = None
-        result.append((name, value))
-    if body_length is not None and status not in NO_BODY_STATUSES:
+    """The app's headers as an HTTP/2 header list: checked (``wire.check_field``), lower-case
+    names, connection-specific fields dropped (RFC 9113 §8.2.2), Tether's server/date headers
+    appended, and a content-length when the whole body is known (``body_length``) and the app
+    gave none. Sans-I/O."""
+    try:
+        key = tuple(headers)
+        part = _APP_PARTS.get(key)
+    except TypeError:  # (unhashable header items, e.g. lists: not cached)
+        key = part = None
+    if part is None:
+        part = _app_part(headers)
+        if key is not None:
+            if len(_APP_PARTS) >= 512:
+                _APP_PARTS.clear()
+            _APP_PARTS[key] = part
+    pairs, has_length = part
+    result = [(b":status", b"%d" % status), *pairs]
+    if body_length is not None and not has_length and status not in NO_BODY_STATUSES:
         result.append((b"content-length", b"%d" % body_length))
     result.extend(default_headers)
     return result
+
+
+# The checked, lower-cased header pairs by the app's header list (as wire.build_head does for
+# HTTP/1.1): apps repeat a few lists, so the checks run once per distinct list.
+_APP_PARTS: dict = {}
+
+
+def _app_part(headers: Any) -> tuple[list, bool]:
+    pairs = []
+    has_length = False
+    for item in headers:
+        name, value = check_field(item)
+        name = name.lower()
+        if name in CONNECTION_HEADERS:
+            continue
+        if name == b"content-length":
+            if not value.strip().isdigit():
+                raise RuntimeError(f"invalid content-length header {value!r}")
+            has_length = True
+        pairs.append((name, value))
+    return pairs, has_length
 
 
 def request_scope(headers: list, settings: Any, server: Any, client: Any, scheme: str) -> dict:
@@ -375,10 +397,10 @@ class H2Stream:
     def send_trailers(self, cycle: RequestCycle, headers: Any, more: bool) -> None:
         trailers = self.trailers if self.trailers is not None else []
         for item in headers:
-            name, value = item
-            if type(name) is not bytes or type(value) is not bytes:
-                raise RuntimeError(f"invalid trailer {item!r}")
-            trailers.append((name.lower(), value))
+            name, value = check_field(item, "trailer")
+            name = name.lower()
+            if name not in CONNECTION_HEADERS:
+                trailers.append((name, value))
         self.trailers = trailers
         if not more and not self.closed:
             self.proto.pump(self)
@@ -644,7 +666,7 @@ class H2Protocol:
         scope = request_scope(event.headers, self.settings, self.server, self.client, self.scheme)
         self._start_stream(stream_id, scope, ended=event.stream_ended is not None)
         limit = self.settings.limit_request_body
-        if limit is not None and _declared_length(scope["headers"]) > limit:
+        if limit is not None and declared_length(scope["headers"]) > limit:
             self._body_too_large(self.streams[stream_id])
 
     def _start_stream(self, stream_id: int, scope: dict, ended: bool) -> None:

@@ -39,7 +39,7 @@ from ..hangup import ERR, FIN, HUP
 from ..logs import error_logger
 from .. import websocket_cycle as session
 from ..websocket_cycle import WebSocketCycle
-from .http1 import NO_BODY_STATUSES, STATUS_LINES, build_head, chunk
+from .wire import NO_BODY_STATUSES, STATUS_LINES, build_head, check_field, chunk
 
 # websockets logs every open/close at INFO on its own logger; Tether has its access log.
 _quiet_logger = logging.getLogger("tether.websocket")
@@ -69,11 +69,7 @@ def accept_head(negotiated: Headers, subprotocol: str | None, extra: Any, defaul
     if subprotocol:
         parts.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode("latin-1") + b"\r\n")
     for item in extra:
-        name, value = item
-        if type(name) is not bytes or type(value) is not bytes:
-            raise RuntimeError(f"'headers' in 'websocket.accept' must be pairs of bytes, got {item!r}")
-        if b"\r" in name + value or b"\n" in name + value:
-            raise RuntimeError("'websocket.accept' headers must not contain CR or LF characters")
+        name, value = check_field(item, "'websocket.accept' header")
         if name.lower() in (b"sec-websocket-protocol", b"sec-websocket-accept", b"upgrade", b"connection"):
             continue  # the handshake's own headers are ours to write
         parts.append(name + b": " + value + b"\r\n")
