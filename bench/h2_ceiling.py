@@ -27,7 +27,7 @@ import h2.events  # noqa: E402
 
 from tether.config import Config  # noqa: E402
 from tether.protocols.http2 import server_connection  # noqa: E402
-from tether.state import HTTP2Settings  # noqa: E402
+from tether.server.state import HTTP2Settings  # noqa: E402
 
 REQUEST = [(b":method", b"GET"), (b":path", b"/hello"), (b":scheme", b"http"),
            (b":authority", b"127.0.0.1:8000"), (b"user-agent", b"h2load nghttp2/1.52.0")]

@@ -31,9 +31,9 @@ import httptools
 
 from ..cycle import DONE, STREAMING, RequestCycle
 from ..errors import ClientDisconnected
-from ..hangup import ERR, FIN, HUP
 from ..logs import STATS, error_logger
 from ..proxy import apply_proxy_headers
+from .hangup import ERR, FIN, HUP
 from .stall import WRITE_HIGH_WATER, WriteFlowControl, WriteStall, wake_all
 from .wire import NO_BODY_STATUSES, HeadInfo, build_head, chunk, decode_path, simple_response, trailer_block
 
@@ -42,7 +42,6 @@ MAX_CHUNK_LINE = 16384  # chunk-size line + extensions, on average per chunk (No
 CHUNK_LINE_ALLOWANCE = 64  # bytes of framing a plain chunk costs: size line, CRLFs
 LINGER_SECONDS = 2.0  # how long a connection closed after an error answer drains the client's input
 PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
-H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 def _check_old_version(version: str) -> None:
@@ -191,8 +190,7 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
         self.scheme = "https" if self.settings.is_ssl else "http"
         self.idle_since = self.loop.time()
         self.settings.connections.add(self)
-        http = self.settings.http
-        if http == "2" or (http == "auto" and self.settings.is_ssl and _alpn(transport) == "h2"):
+        if self.settings.switch.starts_as_http2(self.settings, transport):
             self._switch_to_http2(b"")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -254,7 +252,7 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
         self.idle_since = 0.0
         if self.fresh:
             self.fresh = False
-            if data[:3] == b"PRI" and self.settings.http == "auto" and wants_http2(data):
+            if data[:3] == b"PRI" and self.settings.http == "auto" and self.settings.switch.is_h2_preface(data):
                 self._switch_to_http2(data)  # h2c with prior knowledge
                 return
         self.feed_body = self.feed_begins = 0
@@ -695,21 +693,13 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
         self.closed = True
 
     def _switch_to_websocket(self, scope: dict, early_data: bytes) -> None:
-        from .websocket import WebSocketProtocol  # (imports websockets only when first used)
-
         self.upgrade_scope, self.upgrade_rest = None, b""
         self._hand_over()
-        websocket = WebSocketProtocol(self.settings, self.transport, self.fd)
-        self.transport.set_protocol(websocket)
-        websocket.start(scope, early_data)
+        self.settings.switch.to_websocket(self.settings, self.transport, self.fd, scope, early_data)
 
     def _switch_to_http2(self, data: bytes, upgrade: tuple | None = None) -> None:
-        from .http2 import H2Protocol
-
         self._hand_over()
-        h2_protocol = H2Protocol(self.settings, self.transport, self.server, self.client, self.fd)
-        self.transport.set_protocol(h2_protocol)
-        h2_protocol.start(data, upgrade)
+        self.settings.switch.to_http2(self.settings, self.transport, self.server, self.client, self.fd, data, upgrade)
 
     # ------------------------------------------------------------------ cycle -> wire
     def supports_trailers(self, cycle: RequestCycle) -> bool:
@@ -856,24 +846,3 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
     def abort_response(self, cycle: RequestCycle) -> None:
         self.keep_alive = False
         self._close()
-
-
-def _alpn(transport: Any) -> str | None:
-    ssl_object = transport.get_extra_info("ssl_object")
-    return ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-
-
-def wants_http2(data: bytes) -> bool:
-    """Does a new plaintext connection start with the HTTP/2 preface (prior knowledge)?"""
-    if len(data) < len(H2_PREFACE):
-        return H2_PREFACE.startswith(data)
-    return data.startswith(H2_PREFACE)
-
-
-def set_keepalive_options(sock: socket.socket, idle: int, interval: int, count: int) -> None:
-    """TCP keep-alive on the listening socket; Linux copies it onto every accepted socket."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
-        option = getattr(socket, name, None)
-        if option is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, option, value)

@@ -33,9 +33,9 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from ..errors import ClientDisconnected
+from .hangup import ERR, FIN, HUP
 from .keepalive import Pinger
 from .stall import WRITE_HIGH_WATER, WriteFlowControl, WriteStall, wake_all
-from ..hangup import ERR, FIN, HUP
 from ..logs import error_logger
 from .. import websocket_cycle as session
 from ..websocket_cycle import WebSocketCycle

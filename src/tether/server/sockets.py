@@ -8,7 +8,6 @@ import stat
 
 from ..config import Config
 from ..errors import ConfigError
-from ..protocols.http1 import set_keepalive_options
 
 
 def bind_socket(config: Config) -> socket.socket:
@@ -45,3 +44,12 @@ def describe(sock: socket.socket, is_ssl: bool) -> str:
     host, port = sock.getsockname()[:2]
     host = f"[{host}]" if ":" in host else host
     return f"{'https' if is_ssl else 'http'}://{host}:{port}"
+
+
+def set_keepalive_options(sock: socket.socket, idle: int, interval: int, count: int) -> None:
+    """TCP keep-alive on the listening socket; Linux copies it onto every accepted socket."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)

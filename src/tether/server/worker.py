@@ -19,8 +19,8 @@ from ..config import Config
 from ..errors import ConfigError
 from ..lifespan import Lifespan, LifespanFailed
 from ..logs import error_logger
-from ..protocols.http1 import HTTP1Protocol
-from ..state import ServerState
+from ..protocols import switch
+from .state import ServerState
 from .sockets import bind_socket, describe
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -64,7 +64,7 @@ class Server:
         await lifespan.startup()
         for sock in self.sockets:
             server = await loop.create_server(
-                lambda: HTTP1Protocol(state), sock=sock, ssl=ssl_context, backlog=config.backlog
+                lambda: switch.new_connection(state), sock=sock, ssl=ssl_context, backlog=config.backlog
             )
             self._servers.append(server)
             error_logger.info("Tether running on %s (pid %d, Press CTRL+C to quit)", describe(sock, config.is_ssl), os.getpid())

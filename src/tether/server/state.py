@@ -13,9 +13,10 @@ import time
 from email.utils import formatdate
 from typing import Callable
 
-from .config import Config
-from .hangup import HangupWatcher
-from .logs import error_logger
+from ..config import Config
+from ..logs import error_logger
+from ..protocols import switch
+from ..protocols.hangup import HangupWatcher
 
 FD_WARNING_INTERVAL = 10.0  # seconds between two "out of file descriptors" warnings
 SWEEP_SLICE = 64  # connections checked per pass of the event loop by the once-a-second sweep
@@ -52,7 +53,7 @@ class HTTP2Settings:
 
 class ServerState:
     __slots__ = (
-        "app", "loop", "config", "connections", "tasks", "lifespan_state", "hangups",
+        "app", "loop", "config", "connections", "tasks", "lifespan_state", "hangups", "switch",
         # settings, derived once
         "root_path", "access_log_format", "cancel_on_disconnect", "disconnect_grace",
         "limit_concurrency", "timeout_keep_alive", "default_header_lines", "date_header",
@@ -73,6 +74,7 @@ class ServerState:
         self.tasks: set = set()
         self.lifespan_state: dict = {}
         self.hangups = HangupWatcher(loop)
+        self.switch = switch  # how HTTP/1.1 hands a connection over to HTTP/2 or WebSocket
         self.root_path = config.root_path
         self.access_log_format = config.access_log_format
         self.cancel_on_disconnect = config.on_disconnect == "cancel"
