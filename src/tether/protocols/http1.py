@@ -29,9 +29,9 @@ from typing import Any
 
 import httptools
 
-from ..cycle import DONE, STREAMING, RequestCycle
+from ..cycle import RequestCycle
 from ..errors import ClientDisconnected
-from ..logs import STATS, error_logger
+from ..logs import error_logger
 from ..proxy import apply_proxy_headers
 from .hangup import ERR, FIN, HUP
 from .stall import WRITE_HIGH_WATER, WriteFlowControl, WriteStall, wake_all
@@ -202,7 +202,7 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
         if self.fd >= 0:
             self.settings.hangups.unwatch(self.fd, self)
         for cycle in (self.cycle, self.parsing, *(queued for queued, _ in self.pipeline)):
-            if cycle is not None and (peer_gone or cycle.state != DONE):
+            if cycle is not None and (peer_gone or not cycle.response_done):
                 cycle.client_gone()
         self.pipeline.clear()
         self.parsing = None
@@ -216,9 +216,9 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
             self.flush()  # what send() accepted reaches the kernel before the cycle is told
         self.peer_fin = True
         cycle = self.cycle
-        if cycle is None or cycle.state == DONE or self.parsing is not None:
+        if cycle is None or cycle.response_done or self.parsing is not None:
             return None  # idle, or a request (this one or a pipelined one) cut short
-        if cycle.state < STREAMING and self.http11 and not self.settings.is_ssl:
+        if not cycle.response_started and self.http11 and not self.settings.is_ssl:
             # Possibly a half-close: keep our side open and probe (see the module docstring).
             self.probing = True
             self.transport.write(PROBE)
@@ -475,10 +475,9 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
             self.body_seen += len(body)
             if self.body_seen > limit:  # (chunked: the length was not declared up front)
                 raise _Refused(413, b"Request body too large")
-        if cycle is None or cycle.client_left or cycle.state == DONE:
-            return  # (DONE: the app answered without reading it all: drain and discard the rest)
-        cycle.feed_body(body)
-        if len(cycle.body) > HIGH_WATER and not self.read_paused and not self.peer_fin:
+        if cycle is None or cycle.client_left or cycle.response_done:
+            return  # (done: the app answered without reading it all: drain and discard the rest)
+        if cycle.feed_body(body) > HIGH_WATER and not self.read_paused and not self.peer_fin:
             self._pause_reading()
 
     def on_message_complete(self) -> None:
@@ -487,7 +486,7 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
         if cycle is not None:
             cycle.end_body()
         self.parsing = None
-        if cycle is not None and cycle.state == DONE and self.cycle is None and not self.closing:
+        if cycle is not None and cycle.response_done and self.cycle is None and not self.closing:
             # The drained body of an answered request: the connection is idle only now.
             if self.keep_alive:
                 self.idle_since = self.loop.time()
@@ -506,10 +505,6 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
         pass  # (the connection waits for the response, not for the app: response_complete)
 
     def response_complete(self, cycle: RequestCycle) -> None:
-        self.settings.request_counted()
-        STATS.requests += 1
-        if not cycle.client_left:
-            cycle.log_access(cycle.status)
         if self.cycle is not cycle:
             return
         self.cycle = None
@@ -615,7 +610,7 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
             # The body of the request in flight is unreadable, so its app would wait for it
             # forever: it is told as if the client had left (receive() -> http.disconnect),
             # and the error is answered here if its response has not started.
-            unanswered = broken.state < STREAMING
+            unanswered = not broken.response_started
             broken.client_gone()
             self.parsing = None
             self.pipeline.clear()
@@ -623,7 +618,7 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
                 self.transport.write(simple_response(status, message, self._default_lines(), False))
             self._close_lingering()
             return
-        answered = self.parsing is not None and self.parsing.state == DONE  # (its body was being drained)
+        answered = self.parsing is not None and self.parsing.response_done  # (its body was being drained)
         if self.cycle is None and not self.closing and not answered:
             self.transport.write(simple_response(status, message, self._default_lines(), False))
         else:

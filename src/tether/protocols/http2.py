@@ -38,9 +38,9 @@ from h2.errors import ErrorCodes, _error_code_from_int
 from h2.settings import SettingCodes
 from h2.utilities import HeaderValidationFlags, validate_headers
 
-from ..cycle import DONE, STREAMING, RequestCycle
+from ..cycle import RequestCycle
 from ..errors import ClientDisconnected
-from ..logs import STATS, error_logger
+from ..logs import error_logger
 from ..proxy import apply_proxy_headers
 from .keepalive import Pinger
 from .stall import WRITE_HIGH_WATER, WriteStall, wake_all
@@ -464,10 +464,6 @@ class H2Stream:
             self.unacked = 0
 
     def response_complete(self, cycle: RequestCycle) -> None:
-        self.settings.request_counted()
-        STATS.requests += 1
-        if not cycle.client_left:
-            cycle.log_access(cycle.status)
         if not self.ended_by_client and not self.closed:
             # RFC 9113 §8.1: the response is complete while the client is still sending:
             # stop the upload with NO_ERROR once the response has gone out.
@@ -691,7 +687,7 @@ class H2Protocol:
                 self.conn.acknowledge_received_data(length, event.stream_id)
             return
         cycle = stream.cycle
-        if cycle.client_left or cycle.state == DONE:
+        if cycle.client_left or cycle.response_done:
             if length:  # nobody will read it: give the window back at once
                 self.conn.acknowledge_received_data(length, event.stream_id)
         else:
@@ -712,7 +708,7 @@ class H2Protocol:
         """--limit-request-body: the app is told the request is gone; the client gets 413 if
         nothing was answered yet, and the stream ends (RST_STREAM NO_ERROR stops the upload)."""
         cycle = stream.cycle
-        unanswered = cycle is not None and cycle.state < STREAMING
+        unanswered = cycle is not None and not cycle.response_started
         if cycle is not None:
             cycle.client_gone()
         if unanswered and not stream.closed:
@@ -885,7 +881,7 @@ class H2Protocol:
         self.reset(stream, ErrorCodes.NO_ERROR)
 
     def stream_finished(self, stream: H2Stream) -> None:
-        if stream.closed or stream.cycle is None or stream.cycle.state == DONE:
+        if stream.closed or stream.cycle is None or stream.cycle.response_done:
             if not (stream.pending or stream.pending_end):
                 self.streams.pop(stream.stream_id, None)
         if not self.streams:

@@ -37,8 +37,7 @@ from .hangup import ERR, FIN, HUP
 from .keepalive import Pinger
 from .stall import WRITE_HIGH_WATER, WriteFlowControl, WriteStall, wake_all
 from ..logs import error_logger
-from .. import websocket_cycle as session
-from ..websocket_cycle import WebSocketCycle
+from ..cycle import WebSocketCycle
 from .wire import NO_BODY_STATUSES, STATUS_LINES, build_head, check_field, chunk
 
 # websockets logs every open/close at INFO on its own logger; Tether has its access log.
@@ -246,10 +245,9 @@ class WebSocketProtocol(WriteFlowControl):
         else:
             message = {"type": "websocket.receive", "bytes": parts[0] if len(parts) == 1 else b"".join(parts)}
         cycle = self.cycle
-        if cycle is None or cycle.state == session.CLOSED:  # the app ended the session: discard
+        if cycle is None or cycle.session_closed:  # the app ended the session: discard
             return
-        cycle.deliver(message)
-        if len(cycle.queue) >= self.settings.ws.max_queue:
+        if cycle.deliver(message) >= self.settings.ws.max_queue:
             self._pause_reading()
 
     def message_consumed(self, queued: int) -> None:
@@ -387,7 +385,7 @@ class WebSocketProtocol(WriteFlowControl):
         cycle = self.cycle
         if cycle is None or self.handshake is not None:
             return  # not started, or the app has not answered the handshake yet
-        if self.ws.state is OPEN and cycle.state == session.OPEN:
+        if self.ws.state is OPEN and cycle.session_open:
             self.close(1012, "")
             cycle.peer_left(1012, clean=True)
 

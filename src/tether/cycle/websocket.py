@@ -31,22 +31,21 @@ the messages already received are consumed, the extension's signal is set, and `
 from __future__ import annotations
 
 import collections
-import logging
-from time import monotonic as _now
-from typing import Any, Callable
+from typing import Any
 
-from .cycle import Cycle, _caused_by_disconnect
-from .errors import ClientDisconnected
-from .logs import access_logger, error_logger
+from ..errors import ClientDisconnected
+from ..logs import error_logger
+from .base import Cycle
 
 HANDSHAKE, OPEN, RESPONDING, CLOSED = range(4)
 _STATE_NAMES = ("before 'websocket.accept'", "on an open WebSocket", "while sending the HTTP response",
                 "after the WebSocket was closed")
 _DATA_TYPES = (bytes, bytearray, memoryview)
-_debug = error_logger.isEnabledFor
 
 
 class WebSocketCycle(Cycle):
+    """One WebSocket session. The protocol uses it only as contract.WebSocketCycle says."""
+
     __slots__ = ("state", "queue", "connect_delivered", "close_code", "close_reason", "status", "bytes_sent",
                  "ended_cleanly")
 
@@ -61,6 +60,15 @@ class WebSocketCycle(Cycle):
         self.bytes_sent = 0
         self.ended_cleanly = False  # a close frame (or our shutdown) ended it: nothing is abandoned
 
+    # ------------------------------------------------------------------ named queries (contract)
+    @property
+    def session_open(self) -> bool:
+        return self.state == OPEN
+
+    @property
+    def session_closed(self) -> bool:
+        return self.state == CLOSED
+
     # ------------------------------------------------------------------ Cycle's questions
     def work_finished(self) -> bool:
         return self.state == CLOSED or self.ended_cleanly
@@ -68,14 +76,16 @@ class WebSocketCycle(Cycle):
     def abandon_phase(self) -> str:
         return "websocket"
 
-    def log_abandoned(self, seconds: float) -> None:
-        pass  # the session's access line (log_session) carries it
+    def describe(self) -> str:
+        return f"WebSocket {self.target()}"
 
     # ------------------------------------------------------------------ protocol -> cycle
-    def deliver(self, message: dict) -> None:
-        self.queue.append(message)
+    def deliver(self, message: dict) -> int:
+        queue = self.queue
+        queue.append(message)
         if self.waiters:
             self._wake()
+        return len(queue)
 
     def peer_left(self, code: int, reason: str = "", clean: bool = False) -> None:
         """The session ended from the other side: ``clean`` for a close frame (or the server's
@@ -172,40 +182,15 @@ class WebSocketCycle(Cycle):
                 self.peer_left(1006)
                 raise
 
-    # ------------------------------------------------------------------ the app task
-    async def run_asgi(self, app: Callable) -> None:
-        try:
-            result = await app(self.scope, self.receive, self.send)
-        except BaseException as exc:  # the app's failure is ours to report, whatever it is
-            self._app_failed(exc)
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-        else:
-            if result is not None:
-                error_logger.error("ASGI callable returned a value (%r); it should return None", result)
-            self._app_returned()
-        finally:
-            self.log_session()
-            self._app_finished()
-
-    def _app_failed(self, exc: BaseException) -> None:
-        if self.client_left:
-            if _caused_by_disconnect(exc):
-                if _debug(logging.DEBUG):
-                    error_logger.debug("WebSocket %s ended with %s after the client left", self.scope["path"], type(exc).__name__)
-            else:
-                error_logger.error("Exception in ASGI application after the WebSocket client left (%s)", self.target(), exc_info=exc)
-            return
-        error_logger.error("Exception in ASGI application (WebSocket %s)", self.target(), exc_info=exc)
+    # ------------------------------------------------------------------ the app's end
+    def fail(self) -> None:
         self._end_session(500, 1011)
 
-    def _app_returned(self) -> None:
-        if self.client_left:
-            return
+    def app_returned(self) -> None:
         if self.state == HANDSHAKE:
-            error_logger.error("ASGI callable returned without accepting or closing the WebSocket (%s)", self.target())
+            error_logger.error("ASGI callable returned without accepting or closing the WebSocket (%s)", self.describe())
         elif self.state == RESPONDING:
-            error_logger.error("ASGI callable returned without completing the HTTP response (%s)", self.target())
+            error_logger.error("ASGI callable returned without completing the HTTP response (%s)", self.describe())
         self._end_session(500, 1000)
 
     def _end_session(self, status: int, code: int) -> None:
@@ -220,36 +205,13 @@ class WebSocketCycle(Cycle):
         elif state == RESPONDING:
             self.conn.abort()
 
-    # ------------------------------------------------------------------ logging
-    def target(self) -> str:
-        scope = self.scope
-        query = scope["query_string"]
-        path = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
-        return f"{path}?{query.decode('latin-1')}" if query else path
-
-    def log_session(self) -> None:
+    # ------------------------------------------------------------------ the access log
+    def log_end(self, abandoned: float | None) -> None:
         """One access line per session, when the app is done with it."""
-        if not access_logger.isEnabledFor(logging.INFO):
-            return
-        scope = self.scope
-        client = scope.get("client")
         if self.status == 101:
             note = f" websocket closed {self.close_code}"
-            if self.left_at:
-                note += f" abandoned {(_now() - self.left_at) * 1000:.1f}ms" + (" cancelled" if self.cancelled_by_policy else "")
+            if abandoned is not None:
+                note += self.abandoned_note(abandoned)
         else:
             note = " websocket denied"
-        access_logger.info(
-            self.conn.settings.access_log_format.format(
-                client=f"{client[0]}:{client[1]}" if client else "-",
-                request_line=f"WebSocket {self.target()}",
-                method="GET",
-                path=scope["path"],
-                query_string=scope["query_string"].decode("latin-1"),
-                http_version=scope["http_version"],
-                status=self.status or 1006,
-                bytes=self.bytes_sent,
-                duration_ms=(_now() - self.started_at) * 1000,
-                note=note,
-            )
-        )
+        self.log_access(self.status or 1006, self.bytes_sent, note)

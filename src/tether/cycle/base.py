@@ -1,0 +1,342 @@
+"""What every ASGI connection scope shares, whatever the protocol: the client-gone signal, the
+``tether.disconnect`` extension, the app task, the cancel policy, and the access log.
+
+Theory of operation
+-------------------
+A scope (an HTTP request, an HTTP/2 stream, a WebSocket session) is the product of the app's
+answer (its states are the subclass's: http.py, websocket.py), of the client, PRESENT -> GONE
+(``client_left``), and of the application task, which runs until it returns, raises or is
+cancelled (``app_done``).
+
+The client leaving is one event, ``client_gone()``, raised by the protocol the moment the
+kernel reports FIN or RST (or an HTTP/2 RST_STREAM, a WebSocket close frame, a missed ping). It
+
+1. wakes every ``receive()`` waiter, which returns the disconnect message;
+2. sets the extension's event (``scope["extensions"]["tether.disconnect"]``);
+3. makes every later ``send()`` raise ``ClientDisconnected`` (an ``OSError``);
+4. if the answer was not finished (``work_finished()``), marks the work *abandoned*: the phase
+   is counted, the time the app keeps running is measured, and under
+   ``--on-disconnect cancel`` the app task is cancelled after the grace period, unless it is
+   inside ``shield()``, in which case the cancel lands when the outermost shield exits.
+
+A finished answer is never abandoned work: code that runs after an HTTP response is complete
+(Starlette background tasks), or after a WebSocket peer's close frame, is never cancelled.
+docs/design.md explains the same machine in prose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+from time import monotonic as _now  # loop.time() is 1 ms coarse under uvloop
+from typing import Any, Callable
+
+from ..errors import ClientDisconnected
+from ..logs import STATS, access_logger, error_logger
+
+try:  # Python 3.11+; on 3.10 the backport anyio brings, if it is there
+    _EXCEPTION_GROUP: Any = builtins.BaseExceptionGroup  # type: ignore[attr-defined]
+except AttributeError:  # pragma: no cover - Python 3.10
+    try:
+        from exceptiongroup import BaseExceptionGroup as _EXCEPTION_GROUP
+    except ImportError:
+        _EXCEPTION_GROUP = ()
+
+_debug = error_logger.isEnabledFor
+
+# What a finished cycle keeps for late log lines, once it has let go of the app's scope.
+_FINISHED_SCOPE = {"method": "-", "path": "-", "raw_path": b"-", "query_string": b"", "http_version": "1.1", "client": None}
+
+
+class DisconnectSignal:
+    """The ``tether.disconnect`` scope extension: the disconnect, without consuming receive().
+
+    ``is_set()`` checks without blocking, ``await wait()`` returns once the client has gone,
+    ``left_at`` says when, ``shield()`` protects a critical section from ``--on-disconnect cancel``.
+    """
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: "Cycle") -> None:
+        self._cycle = cycle
+
+    def is_set(self) -> bool:
+        return self._cycle.client_left
+
+    @property
+    def left_at(self) -> float | None:
+        """``time.monotonic()`` when Tether saw the client leave, or None while it is there."""
+        cycle = self._cycle
+        return cycle.gone_at if cycle.client_left else None
+
+    async def wait(self) -> None:
+        cycle = self._cycle
+        if cycle.client_left:
+            return
+        if cycle.gone_event is None:
+            cycle.gone_event = asyncio.Event()
+        await cycle.gone_event.wait()
+
+    @property
+    def event(self) -> asyncio.Event:
+        """An ``asyncio.Event`` set when the client leaves (created on first use)."""
+        cycle = self._cycle
+        if cycle.gone_event is None:
+            cycle.gone_event = asyncio.Event()
+            if cycle.client_left:
+                cycle.gone_event.set()
+        return cycle.gone_event
+
+    def shield(self) -> "Shield":
+        return Shield(self._cycle)
+
+
+class Shield:
+    """``with signal.shield():`` / ``async with signal.shield():`` delays a policy cancel.
+
+    The cancellation is not lost: it is delivered when the outermost shield exits.
+    """
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: "Cycle") -> None:
+        self._cycle = cycle
+
+    def __enter__(self) -> "Shield":
+        self._cycle.shield_depth += 1
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        cycle = self._cycle
+        cycle.shield_depth -= 1
+        if cycle.shield_depth == 0 and cycle.cancel_pending:
+            cycle.cancel_pending = False
+            cycle.cancel_app()
+
+    async def __aenter__(self) -> "Shield":
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.__exit__(*exc_info)
+
+
+class Cycle:
+    """One ASGI scope's life, whatever the protocol.
+
+    Subclasses (``RequestCycle``, ``WebSocketCycle``) say what "the answer is finished" means
+    (``work_finished``), in which phase a departure abandons work (``abandon_phase``), how the
+    scope is named in log lines (``describe``), how a failed or early-returning app is answered
+    (``fail``, ``app_returned``), and what the access log says at the end (``log_end``).
+    """
+
+    __slots__ = (
+        "scope",
+        "conn",
+        "worker",
+        "loop",
+        # client / disconnect
+        "client_left",
+        "gone_at",  # when the client left: set by client_gone, read only once client_left
+        "left_at",  # when unfinished work was abandoned (0.0: none was)
+        "waiters",
+        "gone_event",
+        # app task and cancellation
+        "task",
+        "app_done",
+        "started_at",
+        "shield_depth",
+        "cancel_pending",
+        "cancelled_by_policy",
+        "cancel_handle",
+    )
+
+    def __init__(self, scope: dict, conn: Any) -> None:
+        self.scope = scope
+        self.conn = conn
+        self.worker = conn.settings
+        self.loop = conn.loop
+        self.client_left = False
+        self.left_at = 0.0
+        self.waiters: list | None = None
+        self.gone_event: asyncio.Event | None = None
+        self.task: asyncio.Task | None = None
+        self.app_done = False
+        self.started_at = _now()
+        self.shield_depth = 0
+        self.cancel_pending = False
+        self.cancelled_by_policy = False
+        self.cancel_handle: asyncio.TimerHandle | None = None
+        scope["extensions"]["tether.disconnect"] = DisconnectSignal(self)
+
+    # ------------------------------------------------------------------ what subclasses define
+    def work_finished(self) -> bool:
+        """True once the app's answer is complete: nothing it does after that is abandoned."""
+        raise NotImplementedError
+
+    def abandon_phase(self) -> str:
+        """The STATS phase a departure now falls in (only asked while the work is unfinished)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The scope in a log line: ``GET /x HTTP/1.1``, ``WebSocket /chat``."""
+        raise NotImplementedError
+
+    def fail(self) -> None:
+        """The app failed while the client was there: answer it (500, close 1011, ...)."""
+        raise NotImplementedError
+
+    def app_returned(self) -> None:
+        """The app returned normally: end what it left unfinished."""
+        raise NotImplementedError
+
+    def log_end(self, abandoned: float | None) -> None:
+        """The access line when the app has ended (``abandoned``: seconds it ran for nobody)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ protocol -> cycle
+    def client_gone(self) -> None:
+        """The client left (FIN/RST/stream reset/close frame/dead peer). Idempotent."""
+        if self.client_left:
+            return
+        self.client_left = True
+        self.gone_at = now = _now()
+        if self.waiters:
+            self._wake()
+        if self.gone_event is not None:
+            self.gone_event.set()
+        if self.app_done or self.task is None or self.work_finished():
+            return  # a finished answer, or a queued request that never started
+        # The answer is unfinished: the app's work is abandoned from now on.
+        self.left_at = now
+        STATS.disconnected(self.abandon_phase())
+        worker = self.worker
+        if worker.cancel_on_disconnect:
+            grace = worker.disconnect_grace
+            if grace > 0:
+                self.cancel_handle = self.loop.call_later(grace, self.cancel_app)
+            else:
+                self.cancel_app()
+
+    def cancel_app(self) -> None:
+        """Apply the cancel policy now (or when the outermost shield exits)."""
+        self.cancel_handle = None
+        if self.app_done or self.task is None or self.work_finished():
+            return
+        if self.shield_depth:
+            self.cancel_pending = True
+            return
+        self.cancelled_by_policy = True
+        self.task.cancel()
+
+    # ------------------------------------------------------------------ receive() waiting
+    async def _wait(self) -> None:
+        future = self.loop.create_future()
+        if self.waiters is None:
+            self.waiters = [future]
+        else:
+            self.waiters.append(future)
+        await future
+
+    def _wake(self) -> None:
+        waiters, self.waiters = self.waiters, None
+        for future in waiters:  # type: ignore[union-attr]
+            if not future.done():
+                future.set_result(None)
+
+    # ------------------------------------------------------------------ the app task
+    def start(self, app: Callable) -> None:
+        """Run ``app`` for this scope in a task of its own, counted in flight until it ends."""
+        worker = self.worker
+        worker.in_flight += 1
+        self.task = self.loop.create_task(self.run_asgi(app))
+        worker.tasks.add(self.task)
+
+    async def run_asgi(self, app: Callable) -> None:
+        try:
+            result = await app(self.scope, self.receive, self.send)  # type: ignore[attr-defined]
+        except BaseException as exc:  # the app's failure is ours to report, whatever it is
+            self._app_failed(exc)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        else:
+            if result is not None:
+                error_logger.error("ASGI callable returned a value (%r); it should return None", result)
+            if not self.client_left:
+                self.app_returned()
+        finally:
+            self._app_finished()
+
+    def _app_failed(self, exc: BaseException) -> None:
+        if self.client_left:
+            if _caused_by_disconnect(exc):
+                if _debug(logging.DEBUG):
+                    error_logger.debug("%s ended with %s after the client left", self.describe(), type(exc).__name__)
+            else:
+                error_logger.error("Exception in ASGI application after the client left (%s)", self.describe(), exc_info=exc)
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            error_logger.warning("%s was cancelled before it finished its response", self.describe())
+        else:
+            error_logger.error("Exception in ASGI application (%s)", self.describe(), exc_info=exc)
+        self.fail()
+
+    def _app_finished(self) -> None:
+        self.app_done = True
+        worker = self.worker
+        worker.in_flight -= 1
+        worker.tasks.discard(self.task)
+        if self.cancel_handle is not None:
+            self.cancel_handle.cancel()
+            self.cancel_handle = None
+        abandoned = None
+        if self.left_at:
+            abandoned = _now() - self.left_at
+            STATS.abandoned(abandoned, self.cancelled_by_policy)
+        self.log_end(abandoned)
+        self.conn.app_finished(self)
+        # scope -> extensions -> DisconnectSignal -> cycle -> scope is a reference cycle; break
+        # it so that a finished request is freed at once instead of by the cyclic GC.
+        self.scope = _FINISHED_SCOPE
+
+    # ------------------------------------------------------------------ the access log
+    def log_access(self, status: int, sent: int, note: str = "") -> None:
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
+        scope = self.scope
+        client = scope.get("client")
+        access_logger.info(
+            self.worker.access_log_format.format(
+                client=f"{client[0]}:{client[1]}" if client else "-",
+                request_line=self.describe(),
+                method=scope.get("method", "GET"),
+                path=scope["path"],
+                query_string=scope["query_string"].decode("latin-1"),
+                http_version=scope["http_version"],
+                status=status,
+                bytes=sent,
+                duration_ms=(_now() - self.started_at) * 1000,
+                note=note,
+            )
+        )
+
+    def abandoned_note(self, seconds: float) -> str:
+        return f" abandoned {seconds * 1000:.1f}ms" + (" cancelled" if self.cancelled_by_policy else "")
+
+    def target(self) -> str:
+        """The request target as the client sent it (path and query)."""
+        scope = self.scope
+        query = scope["query_string"]
+        path = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
+        return f"{path}?{query.decode('latin-1')}" if query else path
+
+
+def _caused_by_disconnect(exc: BaseException | None, depth: int = 0) -> bool:
+    """True if ClientDisconnected (or a cancel) is this exception, inside its group, or in its chain."""
+    if depth > 20 or exc is None:
+        return False
+    if isinstance(exc, (ClientDisconnected, asyncio.CancelledError)):
+        return True
+    if _EXCEPTION_GROUP and isinstance(exc, _EXCEPTION_GROUP):
+        return all(_caused_by_disconnect(inner, depth + 1) for inner in exc.exceptions)
+    return _caused_by_disconnect(exc.__cause__ or exc.__context__, depth + 1)
