@@ -369,3 +369,43 @@ def test_invalid_limit_is_a_config_error(option: str, value: int) -> None:
 
     with pytest.raises(ConfigError, match=option.replace("_", "-")):
         Config(app=None, **{option: value})
+
+
+# ---------------------------------------------------------------------- a cut response is not logged complete
+BIG = 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize("protocol", ["http1", "http2"])
+def test_a_response_cut_by_the_write_timeout_is_logged_499_not_200(protocol: str, caplog: pytest.LogCaptureFixture) -> None:
+    """One 8 MiB send to a client that stops reading: --timeout-write cuts it, send() raises, and
+    the access line says 499 "response cut", never "200 8388608" (all of it never reached the
+    kernel). The line is written only once the whole response reached it, or not at all."""
+    seen = Seen()
+    caplog.set_level("INFO", logger="tether.access")
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        await send(OK)
+        try:
+            await send({"type": "http.response.body", "body": b"x" * BIG})
+        except OSError as exc:
+            seen.send_errors.append(exc)
+
+    with serve(app, timeout_write=1) as srv:
+        sock = srv.connect(TIMEOUT)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        if protocol == "http1":
+            sock.sendall(request())
+        else:  # HTTP/2 with windows wide open, so that only the socket holds the response back
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+            conn.increment_flow_control_window(2**31 - 1 - 65535)
+            conn.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/")],
+                              end_stream=True)
+            sock.sendall(conn.data_to_send())
+        wait_until(lambda: seen.send_errors, 15, "send() raising on a client that never reads")
+        sock.close()
+        assert type(seen.send_errors[0]).__name__ == "ClientDisconnected"
+    lines = [r.getMessage() for r in caplog.records if r.name == "tether.access"]
+    assert len(lines) == 1, lines
+    assert '" 499 ' in lines[0] and "response cut" in lines[0], lines
