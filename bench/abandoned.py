@@ -14,7 +14,9 @@ query was 20 s long). Then three scenarios per server:
 * 110 abandoned `def` requests 10 ms apart (psycopg 3, a connection each): peak threads of the
   server, peak PostgreSQL connections, and the status of a normal request afterwards;
 * the psycopg 3 early-cancel race: 40 clients leaving 0-3 ms around the moment the query is
-  sent (AsyncConnectionPool): how many queries run on for their full 20 s;
+  sent (AsyncConnectionPool): how many queries still run 1 s after the last client left (under
+  Tether cancel or Gunicorn with grace 0, these escaped the cancel and run their full 20 s;
+  under Gunicorn's default grace they are not cancelled yet);
 * Django: 10 abandoned requests on the sync view (2 s queries, CONN_MAX_AGE 0): connections left
   open once they are over.
 
@@ -163,7 +165,7 @@ def markdown(rows: list[dict], extra: dict, servers: list[str]) -> str:
     lines.append("| 110 abandoned `def` requests 10 ms apart: peak threads / PG connections, next request | "
                  + " | ".join(cell(s, "many_def", lambda v: f"{v['peak_threads'] - v['baseline_threads']} / "
                                    f"{v['peak_backends']}, {v['next_status']}") for s in servers) + " |")
-    lines.append("| psycopg 3 early leaves (40, 0-3 ms around the send): queries that ran their 20 s | "
+    lines.append("| psycopg 3 early leaves (40, 0-3 ms around the send): queries still running 1 s after the last leave | "
                  + " | ".join(cell(s, "early_leaves", lambda v: f"{v['escaped']} of {v['queries_started']} started")
                               for s in servers) + " |")
     lines.append("| Django sync view, 10 abandoned 2 s queries: connections left open | "
