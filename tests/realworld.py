@@ -2,7 +2,8 @@
 
 * ``Recorder``: what an app did and when (``time.monotonic()``, comparable across threads).
 * ``send_request`` / ``leave``: a raw-socket client that sends a request and later closes.
-* ``postgres``: a session fixture running a throwaway PostgreSQL cluster on 127.0.0.1.
+* ``postgres``: a session fixture running a throwaway PostgreSQL cluster on 127.0.0.1
+  (tests/stacks.py ``postgres_cluster``).
 * ``run_nginx``: nginx in front of an upstream, from a generated minimal config.
 * ``netns_link``: a network namespace joined to the host by a veth pair, for dead peers.
 
@@ -27,8 +28,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.conftest import free_port
+from tests.stacks import PgCluster, leave, postgres_cluster, postgres_missing, send_request  # noqa: F401
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 NGINX = Path("/usr/sbin/nginx")
 
 
@@ -100,82 +101,16 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         time.sleep(interval)
 
 
-# ---------------------------------------------------------------------- a client that leaves
-def send_request(port: int, path: str = "/", host: str = "127.0.0.1", timeout: float = 5.0) -> socket.socket:
-    """Connect and send a complete GET request; the response is never read."""
-    sock = socket.create_connection((host, port), timeout=timeout)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: tether-acceptance\r\n\r\n".encode())
-    return sock
-
-
-def leave(sock: socket.socket) -> float:
-    """Close the client socket as a browser tab would (FIN); return the monotonic time it left."""
-    left = time.monotonic()
-    sock.close()
-    return left
-
-
-# ---------------------------------------------------------------------- PostgreSQL
-@dataclass
-class PgCluster:
-    host: str
-    port: int
-    user: str = "postgres"
-    database: str = "postgres"
-
-    @property
-    def dsn(self) -> str:
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
-
-
-def _as_postgres(args: list[str]) -> list[str]:
-    """initdb and pg_ctl refuse to run as root: run them as the ``postgres`` OS user."""
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *args]
-    return args
-
-
+# ---------------------------------------------------------------------- a client that leaves; PostgreSQL
+# (both live in tests/stacks.py, which bench/abandoned.py shares; re-exported here for the tests)
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PgCluster]:
     """A throwaway PostgreSQL 15 cluster on 127.0.0.1:<free port>, trust auth, for the session."""
-    if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_ctl").exists():
-        pytest.skip("PostgreSQL not installed: .ci/run installs it")
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        pytest.skip("running as root without runuser: cannot start PostgreSQL as the postgres user")
-    tmp = Path(tempfile.mkdtemp(prefix="tether-pg-"))
-    data = tmp / "data"
-    log = tmp / "postgres.log"
-    port = free_port()
-    started = False
-    try:
-        if os.geteuid() == 0:
-            shutil.chown(tmp, "postgres", "postgres")
-        initdb = subprocess.run(
-            _as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                          "-E", "UTF8", "--no-sync", "--no-instructions"]),
-            capture_output=True, text=True, timeout=60,
-        )
-        if initdb.returncode != 0:
-            pytest.fail(f"initdb failed ({initdb.returncode}): {initdb.stderr or initdb.stdout}")
-        options = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={tmp} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=30")
-        ctl = subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "30",
-                          "-o", options, "start"]),
-            capture_output=True, text=True, timeout=60,
-        )
-        started = ctl.returncode == 0
-        if not started:
-            server_log = log.read_text(errors="replace") if log.exists() else ""
-            pytest.fail(f"pg_ctl start failed ({ctl.returncode}): {ctl.stderr or ctl.stdout}\n{server_log}")
-        yield PgCluster("127.0.0.1", port)
-    finally:
-        if started:
-            subprocess.run(
-                _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "-t", "30", "stop"]),
-                capture_output=True, timeout=60,
-            )
-        shutil.rmtree(tmp, ignore_errors=True)
+    missing = postgres_missing()
+    if missing:
+        pytest.skip(missing)
+    with postgres_cluster() as cluster:
+        yield cluster
 
 
 # ---------------------------------------------------------------------- nginx
