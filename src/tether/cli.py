@@ -83,6 +83,8 @@ def default(name: str) -> Any:
 @click.option("--ws-ping-timeout", type=float, default=default("ws_ping_timeout"), show_default=True, help="Seconds to wait for a pong before the peer is declared gone (0: wait forever).")
 @click.option("--ws-per-message-deflate/--no-ws-per-message-deflate", default=True, show_default=True, help="Offer permessage-deflate compression to WebSocket clients.")
 @click.option("--ws-close-timeout", type=float, default=default("ws_close_timeout"), show_default=True, help="Seconds to wait for the peer's close frame after sending ours.")
+@click.option("--workers-lifetime", type=float, default=None, help="Replace each worker gracefully after at most this many seconds (spread across workers; runs the supervisor).")
+@click.option("--workers-max-rss", type=int, default=None, help="Replace a worker gracefully once its resident memory exceeds this many MiB (checked every second; runs the supervisor).")
 @click.version_option(__version__, "--version", prog_name="tether", message="%(prog)s %(version)s")
 def cli(**options: Any) -> int:
     """Serve the ASGI application APP ("module:attribute"), or a demo app if APP is omitted."""
