@@ -108,3 +108,25 @@ def main(args: list[str] | None = None) -> None:
         click.echo(f"tether: error: {exc}", err=True)
         code = 1
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def options_from_environment() -> dict[str, Any]:
+    """The options given as TETHER_<OPTION> environment variables, parsed and checked exactly as
+    the command line parses them; for servers that start Tether without its command line (the
+    Gunicorn worker, tether.workers). A bad value is a ConfigError naming the variable."""
+    from click.core import ParameterSource
+
+    try:
+        ctx = cli.make_context("tether", [], auto_envvar_prefix="TETHER")
+    except click.BadParameter as exc:
+        param = exc.param
+        name = param.envvar if param is not None and isinstance(param.envvar, str) else None
+        name = name or (f"TETHER_{param.name.upper()}" if param is not None and param.name else "TETHER_*")
+        raise ConfigError(f"{name}: {exc.message}") from None
+    except click.ClickException as exc:
+        raise ConfigError(f"TETHER_* environment: {exc.format_message()}") from None
+    options = {}
+    for name, value in ctx.params.items():
+        if ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT:
+            options[name] = list(value) if isinstance(value, tuple) else value
+    return options

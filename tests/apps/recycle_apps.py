@@ -27,6 +27,7 @@ async def _lifespan(receive, send):
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         else:
+            print(f"LIFESPAN SHUTDOWN {os.getpid()}", flush=True)
             await send({"type": "lifespan.shutdown.complete"})
             return
 
@@ -75,3 +76,9 @@ async def app(scope, receive, send):
         "pid": os.getpid(), "path": path, "http_version": scope["http_version"], "scheme": scope["scheme"],
         "client": list(scope["client"]) if scope.get("client") else None, "root_path": scope.get("root_path", ""),
     })
+
+
+def wsgi_app(environ, start_response):
+    """A WSGI app: TetherWorker refuses it at boot."""
+    start_response("200 OK", [("content-type", "text/plain")])
+    return [b"wsgi"]
