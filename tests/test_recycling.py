@@ -147,6 +147,25 @@ def test_lifetime_with_one_worker_runs_the_supervisor_and_replaces_it_gracefully
         assert re.search(rf"Recycling worker {first}: it reached --workers-lifetime \(1\.5 s, up 1\.\d s\)", line), line
 
 
+def test_sighup_during_recycling_shares_the_queue():
+    import signal
+
+    with running("recycle_apps:app", "--workers", "2", "--workers-lifetime", "3", "--no-access-log", ready=2) as srv:
+        with RequestLoop(srv.port) as fast:
+            srv.wait_for("Recycling worker", timeout=10)
+            before = set(srv.worker_pids())
+            srv.send_signal(signal.SIGHUP)
+            srv.wait_for("Received SIGHUP")
+            # Every worker alive at the SIGHUP is replaced, one at a time, with the lifetime ones.
+            assert wait_until(lambda: not any(pid_alive(pid) for pid in before), timeout=15), srv.output()
+            served = fast.ok
+            assert wait_until(lambda: fast.ok >= served + 20, timeout=10)
+        out = srv.output()
+        assert fast.failures == [], fast.failures[:5]
+        assert "did not start" not in out and "killing" not in out and "died" not in out, out
+        assert len(srv.children()) in (2, 3)
+
+
 def test_sigterm_during_a_recycle_stops_everything():
     with running("recycle_apps:app", "--workers", "2", "--workers-lifetime", "1", "--no-access-log", ready=2) as srv:
         srv.wait_for("Recycling worker", count=2, timeout=15)
