@@ -83,6 +83,8 @@ def default(name: str) -> Any:
 @click.option("--ws-ping-timeout", type=float, default=default("ws_ping_timeout"), show_default=True, help="Seconds to wait for a pong before the peer is declared gone (0: wait forever).")
 @click.option("--ws-per-message-deflate/--no-ws-per-message-deflate", default=True, show_default=True, help="Offer permessage-deflate compression to WebSocket clients.")
 @click.option("--ws-close-timeout", type=float, default=default("ws_close_timeout"), show_default=True, help="Seconds to wait for the peer's close frame after sending ours.")
+@click.option("--workers-lifetime", type=float, default=None, help="Replace each worker gracefully after at most this many seconds (spread across workers; runs the supervisor).")
+@click.option("--workers-max-rss", type=int, default=None, help="Replace a worker gracefully once its resident memory exceeds this many MiB (checked every second; runs the supervisor).")
 @click.version_option(__version__, "--version", prog_name="tether", message="%(prog)s %(version)s")
 def cli(**options: Any) -> int:
     """Serve the ASGI application APP ("module:attribute"), or a demo app if APP is omitted."""
@@ -106,3 +108,25 @@ def main(args: list[str] | None = None) -> None:
         click.echo(f"tether: error: {exc}", err=True)
         code = 1
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def options_from_environment() -> dict[str, Any]:
+    """The options given as TETHER_<OPTION> environment variables, parsed and checked exactly as
+    the command line parses them; for servers that start Tether without its command line (the
+    Gunicorn worker, tether.workers). A bad value is a ConfigError naming the variable."""
+    from click.core import ParameterSource
+
+    try:
+        ctx = cli.make_context("tether", [], auto_envvar_prefix="TETHER")
+    except click.BadParameter as exc:
+        param = exc.param
+        name = param.envvar if param is not None and isinstance(param.envvar, str) else None
+        name = name or (f"TETHER_{param.name.upper()}" if param is not None and param.name else "TETHER_*")
+        raise ConfigError(f"{name}: {exc.message}") from None
+    except click.ClickException as exc:
+        raise ConfigError(f"TETHER_* environment: {exc.format_message()}") from None
+    options = {}
+    for name, value in ctx.params.items():
+        if ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT:
+            options[name] = list(value) if isinstance(value, tuple) else value
+    return options

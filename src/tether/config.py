@@ -116,6 +116,9 @@ class Config:
     ws_ping_timeout: float = 20.0
     ws_per_message_deflate: bool = True
     ws_close_timeout: float = 5.0
+    # Worker recycling (server/recycling.py): replace a worker gracefully after this long / past this RSS.
+    workers_lifetime: float | None = None
+    workers_max_rss: int | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Config":
         # An unknown keyword is a ConfigError (one readable line), not the dataclass's TypeError.
@@ -173,6 +176,10 @@ class Config:
         for name in ("tcp_keepalive_idle", "tcp_keepalive_interval", "tcp_keepalive_count"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.workers_lifetime is not None and not self.workers_lifetime > 0:
+            raise ConfigError(f"--workers-lifetime must be more than 0 seconds, not {self.workers_lifetime:g}")
+        if self.workers_max_rss is not None and self.workers_max_rss < 1:
+            raise ConfigError(f"--workers-max-rss must be at least 1 (MiB), not {self.workers_max_rss}")
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ConfigError("--ssl-keyfile needs --ssl-certfile")
         for item in self.headers:

@@ -14,9 +14,11 @@ __all__ = ["Server", "run_config"]
 def run_config(config: Config) -> int:
     """Run Tether as configured, in this process or under a supervisor. Returns the exit status."""
     config.configure_logging()
-    if config.workers > 1 or config.reload:
+    recycling = config.workers_lifetime is not None or config.workers_max_rss is not None
+    if config.workers > 1 or config.reload or recycling:  # a worker is replaced by a supervisor
         if not isinstance(config.app, str) and config.app is not None:
-            raise ConfigError("--workers and --reload need the app as an import string, like 'main:app'")
+            needs = "--workers and --reload" if config.workers > 1 or config.reload else "--workers-lifetime and --workers-max-rss"
+            raise ConfigError(f"{needs} need the app as an import string, like 'main:app'")
         return Supervisor(config, [bind_socket(config)]).run()
     code = run_worker(config, None)
     return 1 if code == STARTUP_FAILED else code
