@@ -116,71 +116,77 @@ class WebSocketCycle(Cycle):
         if self.client_left:
             raise ClientDisconnected("the WebSocket client has disconnected")
         mtype = message["type"]
-        state = self.state
-        conn = self.conn
-        if state == OPEN and mtype == "websocket.send":
-            text = message.get("text")
-            data = message.get("bytes")
-            if (text is None) == (data is None):
-                raise RuntimeError("'websocket.send' needs exactly one of 'text' and 'bytes'")
-            if text is not None:
-                if type(text) is not str:
-                    raise RuntimeError(f"'text' in 'websocket.send' must be str, not {type(text).__name__}")
-                self.bytes_sent += conn.send_text(text)
-            else:
-                if not isinstance(data, _DATA_TYPES):
-                    raise RuntimeError(f"'bytes' in 'websocket.send' must be bytes, not {type(data).__name__}")
-                self.bytes_sent += conn.send_bytes(data)
-        elif mtype == "websocket.close" and state in (HANDSHAKE, OPEN):
-            code = message.get("code")
-            code = 1000 if code is None else code
-            reason = message.get("reason") or ""
-            if type(code) is not int or type(reason) is not str:
-                raise RuntimeError("'code' in 'websocket.close' must be an int and 'reason' a str")
-            self.state = CLOSED
-            self.close_code, self.close_reason = code, reason
-            if state == HANDSHAKE:
-                self.status = 403
-                conn.deny(403)
-            else:
-                conn.close(code, reason)
-            if self.waiters:
-                self._wake()
-        elif mtype == "websocket.accept" and state == HANDSHAKE:
-            headers = message.get("headers") or ()
-            subprotocol = message.get("subprotocol")
-            if subprotocol is not None and type(subprotocol) is not str:
-                raise RuntimeError("'subprotocol' in 'websocket.accept' must be a str or None")
-            conn.accept(subprotocol, headers)
-            self.state = OPEN
-            self.status = 101
-        elif mtype == "websocket.http.response.start" and state == HANDSHAKE:
-            status = message["status"]
-            if type(status) is not int or not 100 <= status <= 599 or status == 101:
-                raise RuntimeError(f"'status' in 'websocket.http.response.start' must be an int from 100 to 599 other than 101, not {status!r}")
-            conn.start_response(status, message.get("headers") or ())
-            self.state = RESPONDING
-            self.status = status
-        elif mtype == "websocket.http.response.body" and state == RESPONDING:
-            body = message.get("body", b"")
-            if not isinstance(body, _DATA_TYPES):
-                raise RuntimeError(f"'body' in 'websocket.http.response.body' must be bytes, not {type(body).__name__}")
-            more = bool(message.get("more_body", False))
-            conn.send_response_body(bytes(body), more)
-            self.bytes_sent += len(body)
-            if not more:
-                self.state = CLOSED
-                self.close_code = 1000
-                if self.waiters:
-                    self._wake()
-        else:
-            raise RuntimeError(f"Unexpected ASGI message {mtype!r} sent {_STATE_NAMES[state]}")
-        if conn.write_paused:
+        handler = _SEND.get((mtype, self.state))
+        if handler is None:
+            raise RuntimeError(f"Unexpected ASGI message {mtype!r} sent {_STATE_NAMES[self.state]}")
+        handler(self, message)
+        if self.conn.write_paused:
             try:
-                await conn.drain()
+                await self.conn.drain()
             except ClientDisconnected:
                 self.peer_left(1006)
                 raise
+
+    # The messages the app may send, by (type, session state): each moves the session on.
+    def _send_message(self, message: dict) -> None:
+        text = message.get("text")
+        data = message.get("bytes")
+        if (text is None) == (data is None):
+            raise RuntimeError("'websocket.send' needs exactly one of 'text' and 'bytes'")
+        if text is not None:
+            if type(text) is not str:
+                raise RuntimeError(f"'text' in 'websocket.send' must be str, not {type(text).__name__}")
+            self.bytes_sent += self.conn.send_text(text)
+        else:
+            if not isinstance(data, _DATA_TYPES):
+                raise RuntimeError(f"'bytes' in 'websocket.send' must be bytes, not {type(data).__name__}")
+            self.bytes_sent += self.conn.send_bytes(data)
+
+    def _close(self, message: dict) -> None:
+        code = message.get("code")
+        code = 1000 if code is None else code
+        reason = message.get("reason") or ""
+        if type(code) is not int or type(reason) is not str:
+            raise RuntimeError("'code' in 'websocket.close' must be an int and 'reason' a str")
+        handshake = self.state == HANDSHAKE
+        self.state = CLOSED
+        self.close_code, self.close_reason = code, reason
+        if handshake:  # a close before accept refuses the handshake
+            self.status = 403
+            self.conn.deny(403)
+        else:
+            self.conn.close(code, reason)
+        if self.waiters:
+            self._wake()
+
+    def _accept(self, message: dict) -> None:
+        subprotocol = message.get("subprotocol")
+        if subprotocol is not None and type(subprotocol) is not str:
+            raise RuntimeError("'subprotocol' in 'websocket.accept' must be a str or None")
+        self.conn.accept(subprotocol, message.get("headers") or ())
+        self.state = OPEN
+        self.status = 101
+
+    def _respond(self, message: dict) -> None:
+        status = message["status"]
+        if type(status) is not int or not 100 <= status <= 599 or status == 101:
+            raise RuntimeError(f"'status' in 'websocket.http.response.start' must be an int from 100 to 599 other than 101, not {status!r}")
+        self.conn.start_response(status, message.get("headers") or ())
+        self.state = RESPONDING
+        self.status = status
+
+    def _respond_body(self, message: dict) -> None:
+        body = message.get("body", b"")
+        if not isinstance(body, _DATA_TYPES):
+            raise RuntimeError(f"'body' in 'websocket.http.response.body' must be bytes, not {type(body).__name__}")
+        more = bool(message.get("more_body", False))
+        self.conn.send_response_body(bytes(body), more)
+        self.bytes_sent += len(body)
+        if not more:
+            self.state = CLOSED
+            self.close_code = 1000
+            if self.waiters:
+                self._wake()
 
     # ------------------------------------------------------------------ the app's end
     def fail(self) -> None:
@@ -215,3 +221,13 @@ class WebSocketCycle(Cycle):
         else:
             note = " websocket denied"
         self.log_access(self.status or 1006, self.bytes_sent, note)
+
+
+_SEND = {
+    ("websocket.send", OPEN): WebSocketCycle._send_message,
+    ("websocket.close", HANDSHAKE): WebSocketCycle._close,
+    ("websocket.close", OPEN): WebSocketCycle._close,
+    ("websocket.accept", HANDSHAKE): WebSocketCycle._accept,
+    ("websocket.http.response.start", HANDSHAKE): WebSocketCycle._respond,
+    ("websocket.http.response.body", RESPONDING): WebSocketCycle._respond_body,
+}

@@ -71,3 +71,24 @@ class HangupWatcher:
             self._epoll.close()
             self._epoll = None
         self._owners.clear()
+
+
+class PausableReading:
+    """Reading that stops for backpressure without going blind: while the transport is paused,
+    the worker's HangupWatcher reports the socket's FIN/RST to ``hangup(events)``. The class
+    using it has ``transport``, ``settings`` (with ``hangups``), ``fd``, ``read_paused`` and
+    ``closed``."""
+
+    __slots__ = ()
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+            self.settings.hangups.watch(self.fd, self, fin=True)
+
+    def _resume_reading(self) -> None:
+        if self.read_paused and not self.closed:
+            self.read_paused = False
+            self.settings.hangups.unwatch(self.fd, self)
+            self.transport.resume_reading()

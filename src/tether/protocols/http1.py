@@ -33,7 +33,7 @@ from ..cycle import RequestCycle
 from ..errors import ClientDisconnected
 from ..logs import error_logger
 from ..proxy import apply_proxy_headers
-from .hangup import ERR, FIN, HUP
+from .hangup import ERR, FIN, HUP, PausableReading
 from .stall import WRITE_HIGH_WATER, WriteFlowControl, WriteStall, wake_all
 from .wire import NO_BODY_STATUSES, HeadInfo, build_head, chunk, decode_path, simple_response, trailer_block
 
@@ -106,7 +106,7 @@ class _BodyOnly:
             self.protocol.on_message_complete()
 
 
-class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
+class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
     __slots__ = (
         "settings", "loop", "transport", "parser", "fd", "server", "client", "scheme",
         "sock", "url", "headers", "head_size", "expect_100", "parsing", "cycle", "pipeline",
@@ -528,18 +528,6 @@ class HTTP1Protocol(WriteFlowControl, asyncio.Protocol):
     def body_consumed(self) -> None:
         if self.read_paused and not self.pipeline and self.parsing is not None:
             self._resume_reading()
-
-    def _pause_reading(self) -> None:
-        if not self.read_paused and not self.closed:
-            self.read_paused = True
-            self.transport.pause_reading()
-            self.settings.hangups.watch(self.fd, self, fin=True)
-
-    def _resume_reading(self) -> None:
-        if self.read_paused and not self.closed:
-            self.read_paused = False
-            self.settings.hangups.unwatch(self.fd, self)
-            self.transport.resume_reading()
 
     def _close(self) -> None:
         self.flush()

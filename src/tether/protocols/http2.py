@@ -43,7 +43,7 @@ from ..errors import ClientDisconnected
 from ..logs import error_logger
 from ..proxy import apply_proxy_headers
 from .keepalive import Pinger
-from .stall import WRITE_HIGH_WATER, WriteStall, wake_all
+from .stall import WRITE_HIGH_WATER, WritePause, WriteStall, wake_all
 from .wire import NO_BODY_STATUSES, check_field, declared_length, decode_path
 
 # RFC 9113 §8.2.2: connection-specific header fields must not appear in HTTP/2.
@@ -479,7 +479,7 @@ _REQUEST = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_
 _TRAILERS = _REQUEST._replace(is_trailer=True)
 
 
-class H2Protocol:
+class H2Protocol(WritePause):
     """The asyncio protocol of one HTTP/2 connection (set with ``transport.set_protocol``)."""
 
     __slots__ = (
@@ -606,13 +606,8 @@ class H2Protocol:
         for stream in list(self.streams.values()):
             self._stream_gone(stream, gone)
 
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        self.stall.paused(self.loop.time())
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self.stall.resumed()
+    def writable(self) -> None:
+        """The socket has room again (WritePause.resume_writing)."""
         self.pump_all()
         if not self.write_paused:
             for stream in list(self.streams.values()):

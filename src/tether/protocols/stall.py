@@ -1,7 +1,8 @@
 """The writing side shared by the protocols: back-pressure and write-stall detection.
 
-``WriteFlowControl`` is what every connection does as a writer (after asyncio's
-``FlowControlMixin``): the transport pauses and resumes it, ``send()`` waits in ``drain()``, and
+``WritePause`` is what every connection does as a writer (after asyncio's ``FlowControlMixin``):
+the transport pauses and resumes it. ``WriteFlowControl`` adds ``drain()``, where ``send()``
+waits on HTTP/1.1 and WebSocket (HTTP/2 streams wait on their own window, H2Stream.drain), and
 ``wake_all`` releases the waiters, with an error when the peer is gone.
 
 A client that stops reading leaves our response in the transport's buffer: ``send()`` then
@@ -59,13 +60,12 @@ def wake_all(waiters: list, exc: BaseException | None = None) -> None:
                 waiter.set_exception(exc)
 
 
-class WriteFlowControl:
-    """pause_writing/resume_writing/drain for a connection whose send() waits on its transport.
-    The class using it has ``loop``, ``closed``, ``write_paused``, ``drain_waiters`` and a
-    ``WriteStall`` as ``stall``, and names the peer in ``gone_message``."""
+class WritePause:
+    """pause_writing/resume_writing, as the transport calls them: ``write_paused`` and the
+    stall clock follow, and ``writable()`` runs when the transport has room again. The class
+    using it has ``loop``, ``write_paused`` and a ``WriteStall`` as ``stall``."""
 
     __slots__ = ()
-    gone_message = "the client has disconnected"
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -74,6 +74,21 @@ class WriteFlowControl:
     def resume_writing(self) -> None:
         self.write_paused = False
         self.stall.resumed()
+        self.writable()
+
+    def writable(self) -> None:
+        raise NotImplementedError
+
+
+class WriteFlowControl(WritePause):
+    """WritePause for a connection whose send() waits on its transport in ``drain()``. The
+    class using it also has ``closed`` and ``drain_waiters``, and names the peer in
+    ``gone_message``."""
+
+    __slots__ = ()
+    gone_message = "the client has disconnected"
+
+    def writable(self) -> None:
         waiters, self.drain_waiters = self.drain_waiters, []
         wake_all(waiters)
 

@@ -33,7 +33,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from ..errors import ClientDisconnected
-from .hangup import ERR, FIN, HUP
+from .hangup import ERR, FIN, HUP, PausableReading
 from .keepalive import Pinger
 from .stall import WRITE_HIGH_WATER, WriteFlowControl, WriteStall, wake_all
 from ..logs import error_logger
@@ -100,7 +100,7 @@ def _refusal(status: int, headers: Headers, text: str) -> tuple[int, Headers, by
 
 
 # ---------------------------------------------------------------------- the protocol
-class WebSocketProtocol(WriteFlowControl):
+class WebSocketProtocol(WriteFlowControl, PausableReading):
     """An asyncio protocol for one upgraded connection (set with ``transport.set_protocol``)."""
 
     gone_message = "the WebSocket client has disconnected"
@@ -406,18 +406,6 @@ class WebSocketProtocol(WriteFlowControl):
         if self.fd >= 0 and not self.closed:
             self.settings.hangups.unwatch(self.fd, self)
         self.transport.close()
-
-    def _pause_reading(self) -> None:
-        if not self.read_paused and not self.closed:
-            self.read_paused = True
-            self.transport.pause_reading()
-            self.settings.hangups.watch(self.fd, self, fin=True)
-
-    def _resume_reading(self) -> None:
-        if self.read_paused and not self.closed:
-            self.read_paused = False
-            self.settings.hangups.unwatch(self.fd, self)
-            self.transport.resume_reading()
 
 
 def response_values(headers: list, name: bytes) -> list[str]:
