@@ -65,6 +65,45 @@ def _check_transfer_encoding(value: bytes) -> None:
         raise _Refused(400, b"Invalid Transfer-Encoding")
 
 
+def request_scope(method: str, url: bytes, http_version: str, headers: list, settings: Any, server: Any,
+                  client: Any, scheme: str) -> dict:
+    """The ASGI scope of a parsed request head (origin-form, ``*``, or absolute-form, whose
+    authority replaces Host: RFC 9112 section 3.2.2). Raises _Refused for a target that is none
+    of these. Sans-I/O."""
+    if url[:1] == b"/":
+        raw_path, _, query = url.partition(b"#")[0].partition(b"?")  # (a fragment is no part of the request)
+    elif method == "OPTIONS" and url == b"*":
+        raw_path, query = b"*", b""
+    else:
+        try:
+            parsed = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            raise _Refused(400, b"Invalid request target") from None
+        raw_path, query = parsed.path or b"/", parsed.query or b""
+        if parsed.host:
+            authority = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
+            headers = [(n, authority if n == b"host" else v) for n, v in headers]
+    path = decode_path(raw_path) if b"%" in raw_path or not raw_path.isascii() else raw_path.decode("ascii")
+    root_path = settings.root_path
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": http_version,
+        "server": server,
+        "client": client,
+        "scheme": scheme,
+        "method": method,
+        "root_path": root_path,
+        "path": root_path + path if root_path else path,
+        "raw_path": raw_path,
+        "query_string": query,
+        "headers": headers,
+        "state": settings.lifespan_state.copy(),
+        "extensions": {"http.response.trailers": {}, "http.response.pathsend": {}} if http_version == "1.1"
+        else {"http.response.pathsend": {}},
+    }
+
+
 class _Refused(Exception):
     """Raised from a parser callback to refuse a request with ``status`` (a limit was hit)."""
 
@@ -398,40 +437,9 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
         limit = settings.limit_request_body
         if limit is not None and self.declared_length > limit:
             raise _Refused(413, b"Request body too large")
-        url = self.url
-        if url[:1] == b"/":
-            raw_path, _, query = url.partition(b"?")
-            raw_path, _, _ = raw_path.partition(b"#")
-        elif method == "OPTIONS" and url == b"*":
-            raw_path, query = b"*", b""
-        else:  # absolute-form: its authority replaces Host (RFC 9112 section 3.2.2)
-            try:
-                parsed = httptools.parse_url(url)
-            except httptools.HttpParserInvalidURLError:
-                raise _Refused(400, b"Invalid request target") from None
-            raw_path, query = parsed.path or b"/", parsed.query or b""
-            if parsed.host:
-                authority = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
-                self.headers = [(n, authority if n == b"host" else v) for n, v in self.headers]
-        path = decode_path(raw_path) if b"%" in raw_path or not raw_path.isascii() else raw_path.decode("ascii")
-        root_path = settings.root_path
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": http_version,
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "method": method,
-            "root_path": root_path,
-            "path": root_path + path if root_path else path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": self.headers,
-            "state": settings.lifespan_state.copy(),
-            "extensions": {"http.response.trailers": {}, "http.response.pathsend": {}} if self.http11
-            else {"http.response.pathsend": {}},
-        }
+        scope = request_scope(method, self.url, http_version, self.headers, settings, self.server, self.client,
+                              self.scheme)
+        self.headers = scope["headers"]
         if self.forwarded and settings.proxy_headers:
             apply_proxy_headers(scope, settings)
         keep_alive = parser.should_keep_alive() and not settings.shutting_down
