@@ -1,1 +1,1 @@
-"""Wire protocols: each translates bytes to calls on the shared request cycle (cycle.py)."""
+"""Wire protocols: each translates bytes to calls on the shared request cycle (tether/cycle/), as cycle/contract.py declares."""
