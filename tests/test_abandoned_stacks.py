@@ -7,13 +7,10 @@ by its CLI, one process per stack. The client sends its request over a raw socke
 pg_stat_activity polled every 10 ms by application_name and request id, and the end of a CPU
 loop, a sqlite3 query or an SSE generator's ``finally`` recorded by the app.
 
-Targets under ``--on-disconnect cancel`` that Tether does not meet yet are strict xfails whose
-reason says what is missing (``raises=AssertionError``: a bug of the test itself still fails);
-flip them as the work lands. The psycopg 3 early-leave race is the one non-strict xfail: on
-loopback its window is narrow and today's escapes (0-2 of 40) would make a strict one flaky. ``--on-disconnect notify`` is plain
-ASGI and must stay as it is: the app is told (Quart acts on it), nothing else is stopped, nothing
-harmful happens. The deadline tests are written against ``--timeout-request``, which does not
-exist yet: they xfail with ``raises=OptionMissing`` so that they cannot pass by accident.
+Every target under ``--on-disconnect cancel`` holds (they were strict xfails until the work of
+tether/cycle/work.py and tether/integrations/ landed). ``--on-disconnect notify`` is plain ASGI
+and must stay as it is: the app is told (Quart acts on it), nothing else is stopped, nothing
+harmful happens. The deadline tests exercise ``--timeout-request``.
 
 The many stacks of one policy run in parallel (one server each, one abandoned request each), so
 that the whole file takes about a minute; every server is stopped and every leftover backend
@@ -30,7 +27,7 @@ import pytest
 
 from tests.realworld import postgres  # noqa: F401  (the session's PostgreSQL cluster)
 from tests.stacks import (
-    STACKS, Activity, Events, OptionMissing, PgCluster, PgMonitor, Run, ServerProcess, abandon_many_at_once,
+    STACKS, Activity, Events, PgCluster, PgMonitor, Run, ServerProcess, abandon_many_at_once,
     bad_output, early_leaves, many_abandoned, new_id, pool_cycles, send_request, stack_env, tether_command,
 )
 
@@ -48,31 +45,11 @@ SSE_TARGET = 0.05  # Quart's SSE finally runs within 50 ms
 LIMIT = 1.5  # how long a measurement waits for the work to end before calling it still running
 THREAD_LIMIT = 40  # anyio's default thread limiter (FastAPI/Starlette `def` endpoints)
 
-DEF_THREAD = "issue 14: the cancel stops only the asyncio task; the thread running the `def` endpoint and its query run on"
-REASONS = {
-    "sqla-asyncpg-mw": "issue 14: behind BaseHTTPMiddleware the route runs in a child task the cancel does not reach "
-                       "(the access log says 'abandoned 1.5ms cancelled' while the query runs 20 s)",
-    "psycopg-sync": DEF_THREAD,
-    "psycopg2": DEF_THREAD,
-    "sqla-sync": DEF_THREAD,
-    "litestar-sync": "issue 14: the cancel stops only the asyncio task; Litestar's sync_to_thread thread and its query run on",
-    "django-sync": "issue 14: the cancel lands in Django's ASGIHandler before it can stop its own task; the view's "
-                   "thread and its query run on",
-    "django-async": "issue 14: the cancel does not reach the sync_to_async thread of the ORM call, nor its query",
-    "sqlite": "issue 14: a sqlite3 query in a `def` endpoint's thread is not interrupted (no conn.interrupt())",
-    "cpu-optin": "issue 14: there is no CPU-loop opt-in yet (tests/apps/stacks/fastapi_cpu.py cpu_opt_in)",
-    "quart-sse": "issue 14: the cancel lands in Quart's own asyncio.wait and orphans its child task: the SSE "
-                 "finally runs ~30 s later",
-}
 PG_STACKS = [k for k, s in STACKS.items() if s.app_name]
 CANCEL_STACKS = [*PG_STACKS, "sqlite", "cpu-optin", "quart-sse"]
 NOTIFY_STACKS = [*PG_STACKS, "sqlite", "cpu", "quart-sse"]
 TARGETS = {"cpu-optin": CPU_TARGET, "quart-sse": SSE_TARGET}
 
-
-def cases(keys: list[str], reasons: dict[str, str]) -> list:
-    return [pytest.param(k, id=k, marks=[pytest.mark.xfail(strict=True, raises=AssertionError, reason=reasons[k])] if k in reasons else [])
-            for k in keys]
 
 
 def _policy_run(pg: PgCluster, keys: list[str], policy: str) -> dict:
@@ -96,7 +73,7 @@ def notified(postgres: PgCluster) -> dict:  # noqa: F811
 
 
 # ---------------------------------------------------------------------- one abandoned request per stack
-@pytest.mark.parametrize("key", cases(CANCEL_STACKS, REASONS))
+@pytest.mark.parametrize("key", CANCEL_STACKS)
 def test_cancel_stops_the_work(cancelled: dict, key: str) -> None:
     """Under cancel the query leaves pg_stat_activity within 500 ms (the CPU loop with the opt-in
     within 100 ms, Quart's SSE finally within 50 ms)."""
@@ -108,7 +85,7 @@ def test_cancel_stops_the_work(cancelled: dict, key: str) -> None:
         f"{key}: the abandoned work {result.describe()} (target {target * 1000:.0f} ms)")
 
 
-@pytest.mark.parametrize("key", cases(CANCEL_STACKS, {}))
+@pytest.mark.parametrize("key", CANCEL_STACKS)
 def test_cancel_logs_no_error(cancelled: dict, key: str) -> None:
     """Under cancel nothing is logged at error level (no traceback, no "Task exception was never
     retrieved", no pool warning) by the time the work has been measured, and a normal request
@@ -173,7 +150,7 @@ def single(postgres: PgCluster, tmp_path) -> Iterator:  # type: ignore[no-untype
         one.close()
 
 
-@pytest.mark.parametrize("key", cases(["sqla-asyncpg", "sqla-asyncpg-mw"], {"sqla-asyncpg-mw": REASONS["sqla-asyncpg-mw"]}))
+@pytest.mark.parametrize("key", ["sqla-asyncpg", "sqla-asyncpg-mw"])
 def test_cancel_keeps_the_sqlalchemy_pool_whole(single, key: str) -> None:  # type: ignore[no-untyped-def]
     """100 abandon cycles on a pool of 5 under cancel: every query gone within 500 ms, then no
     connection checked out, no "non-checked-in" warning, no idle-in-transaction session, and
@@ -196,12 +173,7 @@ def test_cancel_keeps_the_sqlalchemy_pool_whole(single, key: str) -> None:  # ty
     assert bad_output(one.server.output()) == [], "\n".join(bad_output(one.server.output()))
 
 
-@pytest.mark.parametrize("policy", [
-    pytest.param("cancel", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-        "issue 14: cancelled `def` requests release anyio's thread-limiter slot while their thread runs on: "
-        "~100 threads and PostgreSQL connections at once, the next request gets 500 'too many clients'"))),
-    "notify",
-])
+@pytest.mark.parametrize("policy", ["cancel", "notify"])
 def test_110_abandoned_def_requests_keep_the_thread_limit(single, policy: str) -> None:  # type: ignore[no-untyped-def]
     """110 abandoned `def` requests (psycopg 3, a connection each) 10 ms apart: never more than 40
     threads busy or 40 PostgreSQL connections, and a normal request afterwards answers 200."""
@@ -213,9 +185,6 @@ def test_110_abandoned_def_requests_keep_the_thread_limit(single, policy: str) -
     assert result["next_status"] == 200, result
 
 
-@pytest.mark.xfail(strict=False, raises=AssertionError, reason=(
-    "issue 14: a cancel that psycopg 3 loses (it lands as the query is sent) is not delivered again, so the query "
-    "escapes and runs its 20 s; on loopback the window is narrow (0-2 escapes of 40 here), so this is not strict"))
 def test_cancel_psycopg_early_leaves_do_not_escape(single) -> None:  # type: ignore[no-untyped-def]
     """40 clients leave 0-20 ms after their send (packed around the moment the query is sent):
     0 queries escape the cancel."""
@@ -225,12 +194,7 @@ def test_cancel_psycopg_early_leaves_do_not_escape(single) -> None:  # type: ign
     assert result["escaped"] == 0, result
 
 
-@pytest.mark.parametrize("policy", [
-    pytest.param("cancel", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-        "issue 14: the cancel lands in Django's ASGIHandler.handle, so request_finished never fires and "
-        "close_old_connections never runs: one connection leaked per abandoned request"))),
-    "notify",
-])
+@pytest.mark.parametrize("policy", ["cancel", "notify"])
 def test_django_leaks_no_connection(single, policy: str) -> None:  # type: ignore[no-untyped-def]
     """10 abandoned requests on each Django view (2 s queries, CONN_MAX_AGE 0): once they are
     over, no backend of either view is left open, and nothing is logged at error level."""
@@ -253,9 +217,6 @@ def test_django_leaks_no_connection(single, policy: str) -> None:  # type: ignor
 
 
 # ---------------------------------------------------------------------- the request deadline (--timeout-request)
-DEADLINE_MISSING = "issue 14: --timeout-request does not exist yet"
-
-
 def _read_response(port: int, path: str, timeout: float) -> tuple[float, bytes]:
     """Send a GET and read the response until it is complete (Content-Length or the last chunk),
     the server closes, or ``timeout``; returns (seconds to the first byte, the bytes)."""
@@ -287,7 +248,6 @@ def _complete(data: bytes) -> bool:
     return body.endswith(b"0\r\n\r\n")
 
 
-@pytest.mark.xfail(strict=True, raises=OptionMissing, reason=DEADLINE_MISSING)
 @pytest.mark.parametrize("key", ["sqla-asyncpg", "psycopg-sync"])
 def test_deadline_stops_a_query(single, key: str) -> None:  # type: ignore[no-untyped-def]
     """--timeout-request 1 with pg_sleep(20) (async and `def` endpoints): 504 within 1.5 s, the
@@ -303,7 +263,6 @@ def test_deadline_stops_a_query(single, key: str) -> None:  # type: ignore[no-un
     assert one.server.get(one.stack.ok_path)[0] == 200
 
 
-@pytest.mark.xfail(strict=True, raises=OptionMissing, reason=DEADLINE_MISSING)
 def test_deadline_spares_a_streaming_response(single) -> None:  # type: ignore[no-untyped-def]
     """--timeout-request 1: an SSE stream sending an event a second runs past the deadline."""
     one = single("quart-sse", "notify", "--timeout-request", "1", ready=False)

@@ -31,6 +31,8 @@ class FakeWorker:
         self.limit_concurrency: int | None = None
         self.cancel_on_disconnect = cancel
         self.disconnect_grace = grace
+        self.timeout_request: float | None = None
+        self.tracks_work = cancel
         self.access_log_format = "{request_line} {status} {bytes}{note}"
         self.counted = 0
 

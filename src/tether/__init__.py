@@ -5,6 +5,11 @@ Public API:
     serve(app, config)       the same, awaitable inside an existing event loop
     Config                   every option, validated
     ClientDisconnected       raised by send() once the client has gone (an OSError)
+    DeadlineExceeded         raised by send() once the request's deadline passed (a ClientDisconnected)
+    is_disconnected()        from any thread of a request: has its client gone (or its deadline passed)?
+    raise_if_disconnected()  the same, raising ClientDisconnected / DeadlineExceeded
+    interruptible            with/decorator: a thread's pure-Python loop that the cancel may interrupt
+    RequestCancelled         what interruptible() raises in the thread (a BaseException)
     stats()                  this process's request, disconnect and abandoned-work counters
 """
 
@@ -14,11 +19,13 @@ import sys
 from typing import Any
 
 from .config import Config
-from .errors import ClientDisconnected, ConfigError
+from .cycle.work import interruptible, is_disconnected, raise_if_disconnected
+from .errors import ClientDisconnected, ConfigError, DeadlineExceeded, RequestCancelled
 from .logs import STATS
 
 __version__ = "0.1.0"
-__all__ = ["run", "serve", "Config", "ClientDisconnected", "ConfigError", "stats", "__version__"]
+__all__ = ["run", "serve", "Config", "ClientDisconnected", "ConfigError", "DeadlineExceeded", "RequestCancelled",
+           "interruptible", "is_disconnected", "raise_if_disconnected", "stats", "__version__"]
 
 
 def run(app: Any = None, **options: Any) -> None:

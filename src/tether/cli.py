@@ -65,6 +65,8 @@ def default(name: str) -> Any:
 @click.option("--access-log-format", default=default("access_log_format"), show_default=True, help="str.format template; fields: client request_line method path query_string http_version status bytes duration_ms note.")
 @click.option("--on-disconnect", type=click.Choice(ON_DISCONNECT_CHOICES), default="notify", show_default=True, help="When the client leaves mid-request: notify the app (http.disconnect), or also cancel its task.")
 @click.option("--disconnect-grace", type=float, default=0.0, show_default=True, help="Seconds between the client leaving and the cancel (with --on-disconnect cancel).")
+@click.option("--cancel-queries/--no-cancel-queries", default=True, show_default=True, help="When a request's work is stopped, cancel its database queries on the server too (SQLAlchemy, psycopg, psycopg2, Django, sqlite3).")
+@click.option("--timeout-request", type=float, default=None, help="Seconds a request may wait for its response to start (and a started one may go without sending); then 504 (or a cut) and its work is stopped (default: no limit).")
 @click.option("--tcp-keepalive/--no-tcp-keepalive", default=True, show_default=True, help="TCP keep-alive probes, to notice peers that vanished without FIN/RST.")
 @click.option("--tcp-keepalive-idle", type=int, default=default("tcp_keepalive_idle"), show_default=True, help="Idle seconds before the first keep-alive probe.")
 @click.option("--tcp-keepalive-interval", type=int, default=default("tcp_keepalive_interval"), show_default=True, help="Seconds between keep-alive probes.")

@@ -96,6 +96,8 @@ class Config:
     # Client disconnects.
     on_disconnect: str = "notify"
     disconnect_grace: float = 0.0
+    cancel_queries: bool = True
+    timeout_request: float | None = None
     tcp_keepalive: bool = True
     tcp_keepalive_idle: int = 10
     tcp_keepalive_interval: int = 5
@@ -176,6 +178,8 @@ class Config:
         for name in ("tcp_keepalive_idle", "tcp_keepalive_interval", "tcp_keepalive_count"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.timeout_request is not None and not self.timeout_request > 0:
+            raise ConfigError(f"--timeout-request must be more than 0 seconds, not {self.timeout_request:g}")
         if self.workers_lifetime is not None and not self.workers_lifetime > 0:
             raise ConfigError(f"--workers-lifetime must be more than 0 seconds, not {self.workers_lifetime:g}")
         if self.workers_max_rss is not None and self.workers_max_rss < 1:

@@ -18,7 +18,8 @@ PHASES = ("mid_body", "before_response", "mid_stream", "websocket")
 class Stats:
     """Per-process counters. Cheap: plain integer and float attributes."""
 
-    __slots__ = ("requests", "disconnects", "abandoned_requests", "abandoned_seconds", "cancelled_requests")
+    __slots__ = ("requests", "disconnects", "abandoned_requests", "abandoned_seconds", "cancelled_requests",
+                 "deadline_timeouts")
 
     def __init__(self) -> None:
         self.reset()
@@ -29,6 +30,7 @@ class Stats:
         self.abandoned_requests = 0
         self.abandoned_seconds = 0.0
         self.cancelled_requests = 0
+        self.deadline_timeouts = 0
 
     def disconnected(self, phase: str) -> None:
         self.disconnects[phase] += 1
@@ -47,6 +49,7 @@ class Stats:
             "abandoned_requests": self.abandoned_requests,
             "abandoned_seconds": self.abandoned_seconds,
             "cancelled_requests": self.cancelled_requests,
+            "deadline_timeouts": self.deadline_timeouts,
         }
 
 

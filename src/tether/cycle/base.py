@@ -15,9 +15,10 @@ kernel reports FIN or RST (or an HTTP/2 RST_STREAM, a WebSocket close frame, a m
 2. sets the extension's event (``scope["extensions"]["tether.disconnect"]``);
 3. makes every later ``send()`` raise ``ClientDisconnected`` (an ``OSError``);
 4. if the answer was not finished (``work_finished()``), marks the work *abandoned*: the phase
-   is counted, the time the app keeps running is measured, and under
-   ``--on-disconnect cancel`` the app task is cancelled after the grace period, unless it is
-   inside ``shield()``, in which case the cancel lands when the outermost shield exits.
+   is counted, the time the work runs on is measured, and under ``--on-disconnect cancel``
+   the request's work (its tasks, the threads it waits on, their database queries: work.py)
+   is stopped after the grace period, unless a ``shield()`` block is running, in which case
+   the cancel lands when the outermost shield exits.
 
 A finished answer is never abandoned work: code that runs after an HTTP response is complete
 (Starlette background tasks), or after a WebSocket peer's close frame, is never cancelled.
@@ -29,11 +30,13 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import weakref
 from time import monotonic as _now  # loop.time() is 1 ms coarse under uvloop
 from typing import Any, Callable
 
-from ..errors import ClientDisconnected
+from ..errors import ClientDisconnected, RequestCancelled
 from ..logs import STATS, access_logger, error_logger
+from .work import CURRENT, HAS_TASK_CONTEXT, SHIELDED, Stopper
 
 try:  # Python 3.11+; on 3.10 the backport anyio brings, if it is there
     _EXCEPTION_GROUP: Any = builtins.BaseExceptionGroup  # type: ignore[attr-defined]
@@ -91,6 +94,15 @@ class DisconnectSignal:
     def shield(self) -> "Shield":
         return Shield(self._cycle)
 
+    def set_deadline(self, seconds: float | None) -> None:
+        """This request must be answered within ``seconds`` from now, instead of what
+        ``--timeout-request`` says (None: no deadline). HTTP requests only; call it from the
+        event loop's thread (the app's async code)."""
+        set_deadline = getattr(self._cycle, "set_deadline", None)
+        if set_deadline is None:
+            raise RuntimeError("a WebSocket session has no deadline")
+        set_deadline(seconds)
+
 
 class Shield:
     """``with signal.shield():`` / ``async with signal.shield():`` delays a policy cancel.
@@ -98,21 +110,25 @@ class Shield:
     The cancellation is not lost: it is delivered when the outermost shield exits.
     """
 
-    __slots__ = ("_cycle",)
+    __slots__ = ("_cycle", "_token")
 
     def __init__(self, cycle: "Cycle") -> None:
         self._cycle = cycle
+        self._token: Any = None
 
     def __enter__(self) -> "Shield":
         self._cycle.shield_depth += 1
+        self._token = SHIELDED.set(True)  # (tasks, threads and queries started inside are not the cancel's)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         cycle = self._cycle
         cycle.shield_depth -= 1
-        if cycle.shield_depth == 0 and cycle.cancel_pending:
-            cycle.cancel_pending = False
-            cycle.cancel_app()
+        if self._token is not None:
+            SHIELDED.reset(self._token)
+            self._token = None
+        if cycle.shield_depth == 0 and cycle.stopper is not None:
+            cycle.stopper.tick()
 
     async def __aenter__(self) -> "Shield":
         return self.__enter__()
@@ -146,9 +162,12 @@ class Cycle:
         "app_done",
         "started_at",
         "shield_depth",
-        "cancel_pending",
-        "cancelled_by_policy",
         "cancel_handle",
+        "stopper",  # work.Stopper, once the work is being stopped
+        "registry",  # work.Registry: queries and interruptible threads that registered
+        "children",  # the tasks it created (Python 3.10/3.11, when work is tracked)
+        "timed_out",  # its deadline passed (not a disconnect: counted apart)
+        "listening",  # the app was waiting for the disconnect when it came
     )
 
     def __init__(self, scope: dict, conn: Any) -> None:
@@ -164,9 +183,12 @@ class Cycle:
         self.app_done = False
         self.started_at = _now()
         self.shield_depth = 0
-        self.cancel_pending = False
-        self.cancelled_by_policy = False
         self.cancel_handle: asyncio.TimerHandle | None = None
+        self.stopper: Stopper | None = None
+        self.registry: Any = None
+        self.children: Any = None
+        self.timed_out = False
+        self.listening = False
         scope["extensions"]["tether.disconnect"] = DisconnectSignal(self)
 
     # ------------------------------------------------------------------ what subclasses define
@@ -199,12 +221,7 @@ class Cycle:
         """The client left (FIN/RST/stream reset/close frame/dead peer). Idempotent."""
         if self.client_left:
             return
-        self.client_left = True
-        self.gone_at = now = _now()
-        if self.waiters:
-            self._wake()
-        if self.gone_event is not None:
-            self.gone_event.set()
+        now = self._mark_gone()
         if self.app_done or self.task is None or self.work_finished():
             return  # a finished answer, or a queued request that never started
         # The answer is unfinished: the app's work is abandoned from now on.
@@ -218,16 +235,32 @@ class Cycle:
             else:
                 self.cancel_app()
 
+    def _mark_gone(self) -> float:
+        """From now on the app is told its request is over: receive() returns the disconnect,
+        the extension's signal is set, send() raises."""
+        self.client_left = True
+        self.gone_at = now = _now()
+        self.listening = bool(self.waiters) or (self.gone_event is not None and bool(self.gone_event._waiters))
+        if self.waiters:
+            self._wake()
+        if self.gone_event is not None:
+            self.gone_event.set()
+        return now
+
     def cancel_app(self) -> None:
-        """Apply the cancel policy now (or when the outermost shield exits)."""
+        """Apply the cancel policy: stop the request's work (work.Stopper; a running shield()
+        block holds it until the outermost one exits)."""
         self.cancel_handle = None
         if self.app_done or self.task is None or self.work_finished():
             return
-        if self.shield_depth:
-            self.cancel_pending = True
-            return
-        self.cancelled_by_policy = True
-        self.task.cancel()
+        self.stop_work("cancelled", self.listening)
+
+    def stop_work(self, reason: str, listening: bool = False) -> None:
+        """Stop the request's work (work.Stopper); ``listening``: the app was waiting for the
+        disconnect when it came, and gets to end its work itself first."""
+        if self.stopper is None:
+            self.stopper = Stopper(self, reason, self._work_stopped, listening)
+            self.stopper.tick()
 
     # ------------------------------------------------------------------ receive() waiting
     async def _wait(self) -> None:
@@ -249,10 +282,13 @@ class Cycle:
         """Run ``app`` for this scope in a task of its own, counted in flight until it ends."""
         worker = self.worker
         worker.in_flight += 1
+        if not HAS_TASK_CONTEXT and worker.tracks_work:
+            self.children = weakref.WeakSet()  # (filled by work.recording_task_factory)
         self.task = self.loop.create_task(self.run_asgi(app))
         worker.tasks.add(self.task)
 
     async def run_asgi(self, app: Callable) -> None:
+        CURRENT.set(self)  # (in the task's own context: what it starts, tasks and threads, inherits it)
         try:
             result = await app(self.scope, self.receive, self.send)  # type: ignore[attr-defined]
         except BaseException as exc:  # the app's failure is ours to report, whatever it is
@@ -269,7 +305,7 @@ class Cycle:
 
     def _app_failed(self, exc: BaseException) -> None:
         if self.client_left:
-            if _caused_by_disconnect(exc):
+            if _caused_by_disconnect(exc, self.stopper is not None):
                 if _debug(logging.DEBUG):
                     error_logger.debug("%s ended with %s after the client left", self.describe(), type(exc).__name__)
             else:
@@ -289,12 +325,26 @@ class Cycle:
         if self.cancel_handle is not None:
             self.cancel_handle.cancel()
             self.cancel_handle = None
+        self.conn.app_finished(self)
+        stopper = self.stopper
+        if stopper is None:
+            self._settle(_now())
+        elif not stopper.finished:
+            stopper.root_ended()  # (it settles now, or once the rest of the work has ended)
+
+    def _work_stopped(self, stopper: Stopper) -> None:
+        if self.app_done:
+            self._settle(max(stopper.last_end, stopper.started))
+
+    def _settle(self, ended: float) -> None:
+        """The work has ended (the app, and what it started that Tether could see): count it,
+        log it, let go of the scope."""
         abandoned = None
         if self.left_at:
-            abandoned = _now() - self.left_at
-            STATS.abandoned(abandoned, self.cancelled_by_policy)
+            abandoned = max(0.0, ended - self.left_at)
+            if not self.timed_out:
+                STATS.abandoned(abandoned, bool(self.stopper is not None and self.stopper.what_stopped()))
         self.log_end(abandoned)
-        self.conn.app_finished(self)
         # scope -> extensions -> DisconnectSignal -> cycle -> scope is a reference cycle; break
         # it so that a finished request is freed at once instead of by the cyclic GC.
         self.scope = _FINISHED_SCOPE
@@ -321,7 +371,13 @@ class Cycle:
         )
 
     def abandoned_note(self, seconds: float) -> str:
-        return f" abandoned {seconds * 1000:.1f}ms" + (" cancelled" if self.cancelled_by_policy else "")
+        """`` abandoned 12.3ms``, then what the cancel stopped: `` cancelled`` (the task alone),
+        `` cancelled (task, 2 tasks, 1 query)``."""
+        note = f" abandoned {seconds * 1000:.1f}ms"
+        stopped = self.stopper.what_stopped() if self.stopper is not None else []
+        if stopped == ["task"]:
+            return note + " cancelled"
+        return note + f" cancelled ({', '.join(stopped)})" if stopped else note
 
     def target(self) -> str:
         """The request target as the client sent it (path and query)."""
@@ -331,12 +387,24 @@ class Cycle:
         return f"{path}?{query.decode('latin-1')}" if query else path
 
 
-def _caused_by_disconnect(exc: BaseException | None, depth: int = 0) -> bool:
-    """True if ClientDisconnected (or a cancel) is this exception, inside its group, or in its chain."""
+def _caused_by_disconnect(exc: BaseException | None, stopped: bool = False, depth: int = 0) -> bool:
+    """True if ClientDisconnected (or a cancel) is this exception, inside its group, or in its
+    chain; with ``stopped`` (Tether stopped the work), also what stopping it raises: an
+    interrupted thread's RequestCancelled, a cancelled query's error."""
     if depth > 20 or exc is None:
         return False
     if isinstance(exc, (ClientDisconnected, asyncio.CancelledError)):
         return True
+    if stopped and (isinstance(exc, RequestCancelled) or _query_cancelled(exc)):
+        return True
     if _EXCEPTION_GROUP and isinstance(exc, _EXCEPTION_GROUP):
-        return all(_caused_by_disconnect(inner, depth + 1) for inner in exc.exceptions)
-    return _caused_by_disconnect(exc.__cause__ or exc.__context__, depth + 1)
+        return all(_caused_by_disconnect(inner, stopped, depth + 1) for inner in exc.exceptions)
+    return _caused_by_disconnect(exc.__cause__ or exc.__context__, stopped, depth + 1)
+
+
+def _query_cancelled(exc: BaseException) -> bool:
+    """A database driver's "query cancelled" (PostgreSQL SQLSTATE 57014 from psycopg 3, psycopg2
+    or asyncpg; sqlite3's interrupt()); Django and SQLAlchemy wrap it, their chain leads to it."""
+    if getattr(exc, "sqlstate", None) == "57014" or getattr(exc, "pgcode", None) == "57014":
+        return True
+    return type(exc).__name__ == "OperationalError" and str(exc) == "interrupted"

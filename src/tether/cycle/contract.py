@@ -31,6 +31,8 @@ class Worker(Protocol):
     limit_concurrency: int | None
     cancel_on_disconnect: bool
     disconnect_grace: float
+    timeout_request: float | None  # the default deadline of a request (--timeout-request)
+    tracks_work: bool  # a cancel or a deadline may stop work: record the tasks requests start
     access_log_format: str
 
     def request_counted(self) -> None:
@@ -78,7 +80,8 @@ class HTTPWire(Wire, Protocol):
         """http.response.pathsend: the head and the whole file."""
 
     def send_error(self, cycle: Any, status: int) -> None:
-        """A complete plain error response (500 for an app that failed before answering)."""
+        """A complete plain error response (500 for an app that failed before answering, 504
+        for a request whose deadline passed)."""
 
     def abort_response(self, cycle: Any) -> None:
         """End a response that started but cannot complete (connection close, stream reset)."""

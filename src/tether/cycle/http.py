@@ -19,13 +19,20 @@ has reached the kernel (``send()`` waits for that anyway). The access line and t
 count are written at delivery, so a response cut on its way (a write timeout, an RST while
 the kernel still held part of it) is logged 499 "cut", never 200: a log line never claims
 what did not happen.
+
+The deadline (``--timeout-request``, or ``signal.set_deadline()`` for one request) covers the
+wait for the answer: if the response has not started when it passes, the client gets 504 and
+the work is stopped as for a disconnect (work.py), whatever ``--on-disconnect`` says. A response
+that has started is not killed while it delivers: each time the deadline passes it must have
+sent something since the last time (an SSE stream's events, a download's chunks), or it is cut
+and its work stopped. Work after a complete response is not covered.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ClientDisconnected
+from ..errors import ClientDisconnected, DeadlineExceeded
 from ..logs import STATS, error_logger
 from .base import Cycle
 
@@ -51,6 +58,10 @@ class RequestCycle(Cycle):
         "trailers",
         "bytes_sent",
         "logged",
+        # the deadline
+        "deadline",  # seconds (0: none)
+        "deadline_handle",
+        "deadline_sent",  # bytes_sent when the deadline last passed a streaming response
     )
 
     def __init__(self, scope: dict, conn: Any, expect_100: bool = False) -> None:
@@ -65,6 +76,9 @@ class RequestCycle(Cycle):
         self.trailers = False
         self.bytes_sent = 0
         self.logged = False
+        self.deadline = 0.0
+        self.deadline_handle: Any = None
+        self.deadline_sent = 0
 
     # ------------------------------------------------------------------ named queries (contract)
     @property
@@ -90,7 +104,12 @@ class RequestCycle(Cycle):
         return f"{self.scope['method']} {self.target()} HTTP/{self.scope['http_version']}"
 
     def log_end(self, abandoned: float | None) -> None:
-        if abandoned is not None:
+        if self.timed_out:
+            stopped = self.stopper.what_stopped() if self.stopper is not None else []
+            note = f" deadline {self.deadline:g}s" + ("" if self.status == 504 else ", response cut")
+            note += f", work stopped {abandoned * 1000:.1f}ms later" if abandoned is not None else ""
+            self.log_access(self.status, self.bytes_sent, note + (f" ({', '.join(stopped)})" if stopped else ""))
+        elif abandoned is not None:
             self.log_access(499, self.bytes_sent, self.abandoned_note(abandoned))
 
     # ------------------------------------------------------------------ protocol -> cycle
@@ -99,6 +118,41 @@ class RequestCycle(Cycle):
         worker = self.worker
         limit = worker.limit_concurrency
         self.start(service_unavailable if limit is not None and worker.in_flight >= limit else worker.app)
+        if worker.timeout_request:
+            self.set_deadline(worker.timeout_request)
+
+    # ------------------------------------------------------------------ the deadline
+    def set_deadline(self, seconds: float | None) -> None:
+        """The request must be answered within ``seconds`` from now (None or 0: no deadline)."""
+        if self.deadline_handle is not None:
+            self.deadline_handle.cancel()
+            self.deadline_handle = None
+        self.deadline = seconds or 0.0
+        if seconds and not self.app_done and self.state != DONE:
+            self.deadline_handle = self.loop.call_later(seconds, self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        self.deadline_handle = None
+        if self.app_done or self.client_left or self.state == DONE:
+            return
+        if self.state >= STREAMING:
+            if self.bytes_sent != self.deadline_sent:  # delivering: it goes on, as long as it keeps delivering
+                self.deadline_sent = self.bytes_sent
+                self.deadline_handle = self.loop.call_later(self.deadline, self._deadline_passed)
+                return
+            self.timed_out = True
+            self.state = DONE
+            self.conn.abort_response(self)
+        else:
+            self.timed_out = True
+            self.status = 504
+            self.state = DONE
+            self.bytes_sent = 0
+            self.conn.send_error(self, 504)
+            self._response_done()
+        STATS.deadline_timeouts += 1
+        self.left_at = self._mark_gone()
+        self.stop_work("deadline", self.listening)
 
     def feed_body(self, chunk: bytes) -> int:
         body = self.body = self.body + chunk if self.body else chunk
@@ -146,6 +200,8 @@ class RequestCycle(Cycle):
     # ------------------------------------------------------------------ ASGI send
     async def send(self, message: dict) -> None:
         if self.client_left:
+            if self.timed_out:
+                raise DeadlineExceeded(f"the request's deadline ({self.deadline:g} s) has passed")
             raise ClientDisconnected("the client has disconnected")
         mtype = message["type"]
         state = self.state
@@ -223,6 +279,9 @@ class RequestCycle(Cycle):
         """The app's last message was accepted: the request is answered."""
         if self.waiters:
             self._wake()
+        if self.deadline_handle is not None:
+            self.deadline_handle.cancel()
+            self.deadline_handle = None
         self.worker.request_counted()
         STATS.requests += 1
         self.conn.response_complete(self)
@@ -231,7 +290,8 @@ class RequestCycle(Cycle):
 
     def _delivered(self) -> None:
         self.logged = True
-        self.log_access(self.status, self.bytes_sent)
+        if not self.timed_out:  # (a deadline's 504 is logged with what the stop found: log_end)
+            self.log_access(self.status, self.bytes_sent)
 
     def _cut(self) -> None:
         """The client went away while the kernel did not have all of a complete response."""

@@ -35,7 +35,8 @@ from ..logs import error_logger
 from ..proxy import apply_proxy_headers
 from .hangup import ERR, FIN, HUP, PausableReading
 from .stall import WRITE_HIGH_WATER, WriteFlowControl, WriteStall, wake_all
-from .wire import NO_BODY_STATUSES, HeadInfo, build_head, chunk, decode_path, simple_response, trailer_block
+from .wire import (NO_BODY_STATUSES, HeadInfo, build_head, chunk, decode_path, simple_response, status_text,
+                   trailer_block)
 
 HIGH_WATER = 65536  # request body bytes buffered before reading pauses
 MAX_CHUNK_LINE = 16384  # chunk-size line + extensions, on average per chunk (Node's bound, CVE-2024-22019)
@@ -827,7 +828,7 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
         if cycle.expect_100 and self.parsing is cycle:
             self.keep_alive = False
         self.transport.write(
-            simple_response(status, b"Internal Server Error", self._default_lines(), self.keep_alive)
+            simple_response(status, status_text(status), self._default_lines(), self.keep_alive)
         )
 
     def _default_lines(self) -> bytes:

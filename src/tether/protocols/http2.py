@@ -44,7 +44,7 @@ from ..logs import error_logger
 from ..proxy import apply_proxy_headers
 from .keepalive import Pinger
 from .stall import WRITE_HIGH_WATER, WritePause, WriteStall, wake_all
-from .wire import NO_BODY_STATUSES, check_field, declared_length, decode_path
+from .wire import NO_BODY_STATUSES, check_field, declared_length, decode_path, status_text
 
 # RFC 9113 §8.2.2: connection-specific header fields must not appear in HTTP/2.
 CONNECTION_HEADERS = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
@@ -437,9 +437,10 @@ class H2Stream:
     def send_error(self, cycle: RequestCycle, status: int) -> None:
         if self.closed:
             return
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")]
+        body = status_text(status)
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
         self.proto.send_headers(self, response_headers(status, headers, self.proto.settings_headers()), False)
-        self.queue(b"Internal Server Error", True)
+        self.queue(body, True)
 
     def abort_response(self, cycle: RequestCycle) -> None:
         self.proto.reset(self, ErrorCodes.INTERNAL_ERROR)

@@ -52,6 +52,11 @@ def _status_line(code: int) -> bytes:
 STATUS_LINES = {code: _status_line(code) for code in range(100, 600)}
 
 
+def status_text(code: int) -> bytes:
+    """The body of an error response Tether writes itself: its reason phrase."""
+    return STATUS_LINES[code][13:-2] or b"Error"
+
+
 class HeadInfo:
     """What ``build_head`` learned from the app's headers."""
 

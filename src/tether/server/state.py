@@ -55,7 +55,7 @@ class ServerState:
     __slots__ = (
         "app", "loop", "config", "connections", "tasks", "lifespan_state", "hangups", "switch",
         # settings, derived once
-        "root_path", "access_log_format", "cancel_on_disconnect", "disconnect_grace",
+        "root_path", "access_log_format", "cancel_on_disconnect", "disconnect_grace", "timeout_request", "tracks_work",
         "limit_concurrency", "timeout_keep_alive", "default_header_lines", "date_header",
         "proxy_headers", "trust_all_proxies", "trusted_proxies", "max_head_size",
         "limit_request_line", "limit_request_fields", "limit_request_field_size", "limit_request_body",
@@ -79,6 +79,8 @@ class ServerState:
         self.access_log_format = config.access_log_format
         self.cancel_on_disconnect = config.on_disconnect == "cancel"
         self.disconnect_grace = config.disconnect_grace
+        self.timeout_request = config.timeout_request
+        self.tracks_work = self.cancel_on_disconnect or config.timeout_request is not None
         self.limit_concurrency = config.limit_concurrency
         self.timeout_keep_alive = config.timeout_keep_alive
         lines = []

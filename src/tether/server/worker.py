@@ -15,7 +15,9 @@ import sys
 import threading
 from typing import Any
 
+from .. import integrations
 from ..config import Config
+from ..cycle.work import HAS_TASK_CONTEXT, recording_task_factory
 from ..errors import ConfigError
 from ..lifespan import Lifespan, LifespanFailed
 from ..logs import error_logger
@@ -49,9 +51,14 @@ class Server:
         self._exit_event = asyncio.Event()
         if self.should_exit:
             self._exit_event.set()
-        app = self.app if self.app is not None else self.config.load_app()
-        state = self.state = ServerState(self.config, app, loop)
         config = self.config
+        tracks_work = config.on_disconnect == "cancel" or config.timeout_request is not None
+        if tracks_work and config.cancel_queries:
+            integrations.install()  # (before the app is imported: it may connect at import time)
+        app = self.app if self.app is not None else config.load_app()
+        state = self.state = ServerState(config, app, loop)
+        if state.tracks_work and not HAS_TASK_CONTEXT:
+            loop.set_task_factory(recording_task_factory(loop.get_task_factory()))
         if config.limit_max_requests is not None:
             jitter = random.randint(0, config.limit_max_requests_jitter) if config.limit_max_requests_jitter else 0
             state.max_requests = config.limit_max_requests + jitter

@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
+
+import tether
 
 from fastapi import FastAPI
 
@@ -18,17 +19,9 @@ _record.capture_warnings()
 app = FastAPI()
 
 
-# ==========================================================================================
-# ISSUE 14 CPU-LOOP OPT-IN GOES HERE.
-# The issue asks Tether for a documented one-line opt-in (a decorator or context manager)
-# under which a pure-Python loop in a request's thread is interrupted when the request is
-# cancelled. Until Tether has it, this placeholder does nothing, and the CPU-loop test under
-# --on-disconnect cancel in tests/test_abandoned_stacks.py is a strict xfail. Replace the body
-# with the real opt-in (e.g. ``return tether.contrib.interruptible()``): it is the only
-# Tether-specific line of these apps.
-# ==========================================================================================
 def cpu_opt_in():  # type: ignore[no-untyped-def]
-    return contextlib.nullcontext()
+    """Tether's documented one-line opt-in: the request's cancel interrupts this thread's loop."""
+    return tether.interruptible()
 
 
 def spin(rid: str, duration: float) -> int:

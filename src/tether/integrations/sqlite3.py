@@ -1,0 +1,71 @@
+"""sqlite3: no execution hook, so ``sqlite3.connect`` is wrapped to give each new connection a
+connection class whose statements (``execute*`` on the connection and its cursors, and the
+fetches, where SQLite does most of a query's work) register themselves; the connection's
+``interrupt()`` stops them. An app's own ``factory`` is kept: the tracking class subclasses it."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ..cycle.work import query_started
+
+_CONNECTIONS: dict = {}
+_CURSORS: dict = {}
+
+
+def install(sqlite3: Any) -> None:
+    connect = sqlite3.connect
+    if getattr(connect, "_tether", False):
+        return
+
+    @functools.wraps(connect)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["factory"] = _connection_class(kwargs.get("factory") or sqlite3.Connection, sqlite3.Cursor)
+        return connect(*args, **kwargs)
+
+    wrapper._tether = True  # type: ignore[attr-defined]
+    sqlite3.connect = wrapper
+
+
+def _tracked(method: Any) -> Any:
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        conn = self.connection
+        entry = query_started(conn, conn.interrupt)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if entry is not None:
+                entry.close()
+    return wrapper
+
+
+def _cursor_class(base: type) -> type:
+    sub = _CURSORS.get(base)
+    if sub is None:
+        names = ("execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall")
+        sub = type(base.__name__, (base,), {name: _tracked(getattr(base, name)) for name in names})
+        _CURSORS[base] = sub
+    return sub
+
+
+def _connection_class(base: type, base_cursor: type) -> type:
+    sub = _CONNECTIONS.get(base)
+    if sub is None:
+        class Tracked(base):  # type: ignore[valid-type,misc]
+            def cursor(self, factory: Any = None) -> Any:
+                return super().cursor(_cursor_class(factory or base_cursor))
+
+            def execute(self, *args: Any) -> Any:
+                return self.cursor().execute(*args)
+
+            def executemany(self, *args: Any) -> Any:
+                return self.cursor().executemany(*args)
+
+            def executescript(self, *args: Any) -> Any:
+                return self.cursor().executescript(*args)
+
+        Tracked.__name__ = Tracked.__qualname__ = base.__name__
+        sub = _CONNECTIONS[base] = Tracked
+    return sub
