@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.waiting import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Server timeouts, kept short so that a hang is told from a slow answer quickly.
@@ -654,12 +656,6 @@ def stop_server(proc: subprocess.Popen) -> int | None:
         proc.kill()
         proc.wait(5)
         return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_log_problems(text: str) -> list[str]:

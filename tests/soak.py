@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from tests.fuzz import start_server, stop_server
+from tests.support.waiting import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_OPTIONS = ["--timeout-keep-alive", "2", "--timeout-request-header", "3", "--no-access-log",
@@ -449,12 +450,6 @@ class Soak:
 
 
 # ---------------------------------------------------------------------- server process
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the load runs")

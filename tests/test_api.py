@@ -15,7 +15,9 @@ import httpx
 import pytest
 
 import tether
-from tests.apps.edge_helpers import APPS, Tether, free_port, raw_request, tether_env, wait_until
+from tests.support.http1 import raw_request
+from tests.support.process import APPS, Tether, tether_env
+from tests.support.waiting import free_port, wait_until
 from tether import Config, ConfigError
 
 pytestmark = pytest.mark.timeout(60)
@@ -104,7 +106,7 @@ def test_run_with_options_as_keywords():
     """
     proc = python(code, port=port)
     try:
-        assert wait_until(lambda: _answers(port), timeout=15), proc.output()
+        wait_until(lambda: _answers(port), 15, lambda: f"tether answering on {port}:\n{proc.output()}", interval=0.05)
         response = httpx.get(proc.url, timeout=5)
         assert response.headers["x-api"] == "yes" and "server" not in response.headers
         assert "Tether running on" not in proc.output()
@@ -233,7 +235,8 @@ def test_serve_in_a_thread():
     port = free_port()
     served = ThreadedServe(_thread_app, Config(port=port, access_log=False))
     try:
-        assert wait_until(lambda: _answers(port) or served.done.is_set(), timeout=10), served.error
+        wait_until(lambda: _answers(port) or served.done.is_set(), 10, lambda: f"serving or done (error: {served.error!r})",
+                   interval=0.05)
         assert served.error is None
         body = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
         assert body == served.thread.name and body != threading.current_thread().name
@@ -248,7 +251,8 @@ def test_serve_import_string():
     port = free_port()
     served = ThreadedServe("simple_apps:hello", Config(port=port, app_dir=str(APPS), access_log=False))
     try:
-        assert wait_until(lambda: _answers(port) or served.done.is_set(), timeout=10), served.error
+        wait_until(lambda: _answers(port) or served.done.is_set(), 10, lambda: f"serving or done (error: {served.error!r})",
+                   interval=0.05)
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "hello, world"
     finally:
         served.stop()

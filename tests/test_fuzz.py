@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import fuzz
-from tests.conftest import ROOT, serve, wait_until
+from tests.support.server import ROOT, serve
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 SERVER = dict(timeout_keep_alive=1, timeout_request_header=2, timeout_request_body=2, timeout_write=2,

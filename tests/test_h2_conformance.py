@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import serve
+from tests.support.server import serve
 from tests.h2raw import (
     body_echo_app,
     CANCEL, COMPRESSION_ERROR, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, FLOW_CONTROL_ERROR,

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import hpack
 import pytest
 
-from tests.conftest import serve
+from tests.support.server import serve
 from tests.h2raw import (
     body_echo_app,
     ACK, COMPRESSION_ERROR, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM,

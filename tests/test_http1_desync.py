@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import serve
+from tests.support.server import serve
 
 pytestmark = pytest.mark.timeout(60)
 H = b"Host: x\r\n"

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from tests.apps.edge_helpers import raw_request, running, wait_until
+from tests.support.http1 import raw_request
+from tests.support.process import running
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -38,7 +40,7 @@ def test_out_of_descriptors_is_logged_and_serving_resumes(loop: str) -> None:
             for sock in idle:
                 sock.close()
         # Descriptors free again: new connections are served (no restart, no manual action).
-        assert wait_until(lambda: _answers(srv.port), timeout=10), srv.output()[-2000:]
+        wait_until(lambda: _answers(srv.port), 10, lambda: f"tether answering again:\n{srv.output()[-2000:]}", interval=0.05)
         assert srv.proc.poll() is None
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.apps.edge_helpers import assert_one_error_line, free_port, run_cli, running
+from tests.support.process import assert_one_error_line, run_cli, running
+from tests.support.waiting import free_port
 
 trustme = pytest.importorskip("trustme")
 pytestmark = pytest.mark.timeout(60)
@@ -227,7 +228,7 @@ def test_tls_completed_responses_log_no_error(certs):
 def test_streamed_response_over_tls_is_not_held_back(certs, loop):
     """A response sent in many send() calls to a client that only reads: the TLS transport must
     not leave send() paused (a high-water mark of 0 made it wait for the client's next bytes)."""
-    from tests.conftest import serve
+    from tests.support.server import serve
 
     chunk = bytes(range(256)) * 64  # 16 KiB
 

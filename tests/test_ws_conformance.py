@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import serve
+from tests.support.server import serve
 from tests.wsraw import BINARY, CLOSE, CONT, PING, PONG, TEXT, RawWebSocket, close_payload, deflate, inflate, frame
 
 MAX_SIZE = 70000  # for the limits section; larger than every echo case

@@ -22,8 +22,8 @@ from typing import Any, Iterator, Sequence
 
 import pytest
 
-from tests.conftest import serve
-from tests.realworld import Recorder
+from tests.support.server import serve
+from tests.support.probe import Probe
 from tether import ClientDisconnected
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -198,7 +198,7 @@ class EchoApp:
     """Accepts and echoes text and bytes; records, by path, what each session received and how it ended."""
 
     def __init__(self) -> None:
-        self.recorder = Recorder()
+        self.recorder = Probe()
         self.received: dict[str, list] = {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
