@@ -235,8 +235,8 @@ def test_serve_in_a_thread():
     port = free_port()
     served = ThreadedServe(_thread_app, Config(port=port, access_log=False))
     try:
-        wait_until(lambda: _answers(port) or served.done.is_set(), 10, lambda: f"serving or done (error: {served.error!r})",
-                   interval=0.05)
+        wait_until(lambda: _answers(port) or served.done.is_set(), 10,
+                   lambda: f"serving or done (error: {served.error!r})", interval=0.05)
         assert served.error is None
         body = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
         assert body == served.thread.name and body != threading.current_thread().name
@@ -251,8 +251,8 @@ def test_serve_import_string():
     port = free_port()
     served = ThreadedServe("simple_apps:hello", Config(port=port, app_dir=str(APPS), access_log=False))
     try:
-        wait_until(lambda: _answers(port) or served.done.is_set(), 10, lambda: f"serving or done (error: {served.error!r})",
-                   interval=0.05)
+        wait_until(lambda: _answers(port) or served.done.is_set(), 10,
+                   lambda: f"serving or done (error: {served.error!r})", interval=0.05)
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "hello, world"
     finally:
         served.stop()

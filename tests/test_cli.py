@@ -349,8 +349,8 @@ def test_log_config_json(tmp_path):
     with running("simple_apps:hello", "--log-config", str(path), "--port", str(port), port=False, ready=0) as srv:
         wait_until(lambda: _answers(port), 15, lambda: f"tether answering on {port}:\n{srv.output()}", interval=0.05)
         assert raw_request(port, path="/logged")[0] == 200
-        wait_until(lambda: "/logged" in log_file.read_text(), 5, lambda: f"/logged in the log file:\n{log_file.read_text()}",
-                   interval=0.05)
+        wait_until(lambda: "/logged" in log_file.read_text(), 5,
+                   lambda: f"/logged in the log file:\n{log_file.read_text()}", interval=0.05)
         text = log_file.read_text()
         assert "CUSTOM|tether.error|INFO|Tether running on" in text
         assert re.search(r'CUSTOM\|tether\.access\|INFO\|.*"GET /logged HTTP/1\.1" 200', text), text

@@ -465,7 +465,8 @@ def test_starlette_streaming_generator_closed_when_client_leaves(servers):
         assert EVENTS.get(key) == "started"
 
     _send_and_close(srv.port, f"GET /endless?key={key} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), read_some)
-    wait_until(lambda: EVENTS.get(key) == "generator closed", 2.0, lambda: f"generator closed (now {EVENTS.get(key)!r})")
+    wait_until(lambda: EVENTS.get(key) == "generator closed", 2.0,
+               lambda: f"generator closed (now {EVENTS.get(key)!r})")
 
 
 def test_django_async_view_cancelled_when_client_leaves(servers):

@@ -40,7 +40,8 @@ def test_out_of_descriptors_is_logged_and_serving_resumes(loop: str) -> None:
             for sock in idle:
                 sock.close()
         # Descriptors free again: new connections are served (no restart, no manual action).
-        wait_until(lambda: _answers(srv.port), 10, lambda: f"tether answering again:\n{srv.output()[-2000:]}", interval=0.05)
+        wait_until(lambda: _answers(srv.port), 10, lambda: f"tether answering again:\n{srv.output()[-2000:]}",
+                   interval=0.05)
         assert srv.proc.poll() is None
 
 

@@ -138,8 +138,8 @@ def test_sighup_rolling_restart_without_failures():
             srv.send_signal(signal.SIGHUP)
             srv.wait_for("Received SIGHUP")
             srv.wait_ready(4, timeout=30)
-            wait_until(lambda: not any(pid_alive(pid) for pid in old), 20, lambda: f"the old workers gone:\n{srv.output()}",
-                       interval=0.05)
+            wait_until(lambda: not any(pid_alive(pid) for pid in old), 20,
+                       lambda: f"the old workers gone:\n{srv.output()}", interval=0.05)
             served_before = loop.ok
             wait_until(lambda: loop.ok >= served_before + 20, 10, "20 more requests served", interval=0.05)
         new = set(srv.worker_pids()) - old
@@ -205,6 +205,7 @@ def test_limit_max_requests_recycles_workers():
 def test_limit_max_requests_with_workers_loses_no_request():
     with running("edge_apps:info", "--workers", "2", "--limit-max-requests", "10", ready=2) as srv:
         with RequestLoop(srv.port) as loop:
-            wait_until(lambda: loop.ok >= 60, 30, lambda: f"60 requests served ({loop.ok}, {loop.failures[:3]})", interval=0.05)
+            wait_until(lambda: loop.ok >= 60, 30, lambda: f"60 requests served ({loop.ok}, {loop.failures[:3]})",
+                       interval=0.05)
         assert loop.failures == [], loop.failures[:5]
         assert len(set(loop.pids)) >= 4
