@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.asgi import receive_body
 from tests.support.waiting import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,15 +60,10 @@ async def app(scope, receive, send):
         return
     if scope["type"] != "http":
         return
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    answer = server_usage() if scope["path"] == "/__usage" else checksum(bytes(body))
+    body = await receive_body(receive)
+    if body is None:
+        return
+    answer = server_usage() if scope["path"] == "/__usage" else checksum(body)
     headers = [(b"content-type", b"text/plain"), (b"x-method", scope["method"].encode("latin-1"))]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": answer})

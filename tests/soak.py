@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from tests.fuzz import start_server, stop_server
+from tests.support.asgi import receive_body
 from tests.support.waiting import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,18 +89,6 @@ async def _answer(send, body: bytes, status: int = 200, content_type: bytes = b"
     await send({"type": "http.response.body", "body": body})
 
 
-async def _read_body(receive) -> bytes | None:
-    """The whole request body, or None if the client left."""
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            return bytes(body)
-
-
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return  # (lifespan: unsupported, which tether's --lifespan auto accepts)
@@ -110,7 +99,7 @@ async def app(scope, receive, send):
     elif route == "upload":  # /upload/ID: checksum of the body
         STARTED.add(parts[1])
         try:
-            body = await _read_body(receive)
+            body = await receive_body(receive)
         finally:
             STARTED.discard(parts[1])
         if body is not None:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.asgi import respond
 from tests.support.h2 import H2Client
-from tests.support.http1 import TIMEOUT, RawClient, request
+from tests.support.http1 import TIMEOUT, RawClient, recv_until, request
 from tests.support.server import serve
 from tests.support.waiting import wait_until
 
@@ -195,13 +195,7 @@ def test_hundreds_of_slow_heads_timing_out_together_all_get_408() -> None:
             still_serving(srv)
             answers = []
             for sock in slow:
-                data = b""
-                while b"\r\n" not in data:
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                answers.append(data.split(b"\r\n", 1)[0])
+                answers.append(recv_until(sock, b"\r\n", 10).split(b"\r\n", 1)[0])
             assert answers == [b"HTTP/1.1 408 Request Timeout"] * 300
             still_serving(srv)
         finally:

@@ -6,9 +6,10 @@
 * ``http1``: the raw HTTP/1.1 client (``RawClient``, ``request``, ``chunked``, reads, ``curl``);
 * ``h2``: the HTTP/2 frame vocabulary, the raw-frame client ``RawH2``, the h2-library ``H2Client``;
 * ``ws``: the raw WebSocket client ``RawWebSocket`` and its frames;
-* ``asgi``: app-side pieces (``read_body``, ``respond``, ``Gate``, ``START``);
+* ``asgi``: app-side pieces (``read_body``, ``receive_body``, ``respond``, ``Gate``, ``START``);
 * ``probe``: ``Probe``, what the app saw and when; ``disconnect``: a client that leaves
   (``hang_up``, ``close_kinds``) and ``assert_prompt``;
+* ``sockets``: what the raw clients share (one socket, a buffer, bounded reads);
 * ``logs``: Tether's log records in caplog;
 * ``components`` (PostgreSQL, nginx) and ``netns`` (a peer that vanishes) for the acceptance tests.
 

@@ -31,6 +31,18 @@ async def read_body(receive: Any) -> bytes:
     raise AssertionError("body never ended")
 
 
+async def receive_body(receive: Any) -> bytes | None:
+    """The whole request body, or None if the client left first (http.disconnect)."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return bytes(body)
+
+
 async def respond(send: Any, body: bytes = b"ok", status: int = 200, headers: list | None = None) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": headers if headers is not None else [(b"content-type", b"text/plain")]})

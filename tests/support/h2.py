@@ -33,7 +33,9 @@ import hpack
 import hyperframe.frame
 from h2.errors import ErrorCodes
 
+from tests.support.asgi import receive_body
 from tests.support.disconnect import hang_up
+from tests.support.sockets import SocketClient
 from tests.support.waiting import wait_until
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -82,7 +84,8 @@ def goaway(stream: int = 0, last: int = 0, code: int = NO_ERROR) -> bytes:
     return frame(GOAWAY, 0, stream, struct.pack(">II", last, code))
 
 
-def request_headers(path: str = "/", method: str = "GET", extra: list | None = None, authority: str = "127.0.0.1") -> list:
+def request_headers(path: str = "/", method: str = "GET", extra: list | None = None,
+                    authority: str = "127.0.0.1") -> list:
     return [(":method", method), (":scheme", "http"), (":path", path), (":authority", authority), *(extra or [])]
 
 
@@ -126,14 +129,9 @@ async def body_echo_app(scope: dict, receive: Any, send: Any) -> None:
     """200 with the request body echoed ("ok" without one); /slow answers after 1 s."""
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await receive_body(receive)
+    if body is None:
+        return
     if scope["path"] == "/slow":
         await asyncio.sleep(1.0)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
@@ -141,11 +139,12 @@ async def body_echo_app(scope: dict, receive: Any, send: Any) -> None:
 
 
 # ---------------------------------------------------------------------- the raw-frame client
-class RawH2:
+class RawH2(SocketClient):
     """A client connection after the preface exchange: our SETTINGS sent, the server's read and
     ACKed. With ``preface``, those bytes are sent instead and nothing is read yet."""
 
-    def __init__(self, port: int, our_settings: tuple = (), preface: bytes | None = None, timeout: float = TIMEOUT) -> None:
+    def __init__(self, port: int, our_settings: tuple = (), preface: bytes | None = None,
+                 timeout: float = TIMEOUT) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.buf = b""
         self.closed = False
@@ -184,21 +183,15 @@ class RawH2:
 
     # -- receiving
     def _fill(self, deadline: float) -> bool:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        self.sock.settimeout(left)
+        """More bytes came; False at the deadline or once the server closed (``closed``)."""
         try:
-            data = self.sock.recv(1 << 20)
-        except socket.timeout:
-            return False
+            data = self.receive(deadline)
         except OSError:
             data = b""
-        if not data:
-            self.closed = True
+        if data is None:
             return False
-        self.buf += data
-        return True
+        self.closed = self.closed or not data
+        return bool(data)
 
     def read_frame(self, timeout: float = TIMEOUT) -> Frame | None:
         """The next frame, or None on timeout or close (``self.closed`` tells which)."""
@@ -260,14 +253,6 @@ class RawH2:
         self.request(stream)
         return self.outcome(stream) == ("response", 200)
 
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> "RawH2":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------------- the h2-library client
@@ -288,7 +273,7 @@ class StreamResult:
         return dict(self.headers or ()).get(name)
 
 
-class H2Client:
+class H2Client(SocketClient):
     """HTTP/2 over a raw socket with the ``h2`` library: the test decides every frame.
 
     Incoming bytes are split into whole frames and fed to h2 one frame at a time, and every
@@ -306,7 +291,7 @@ class H2Client:
             self.conn.update_settings(settings)
         self.auto_ack = auto_ack
         self.port = port
-        self.buffer = b""
+        self.buf = b""
         self.streams: dict[int, StreamResult] = {}
         self.frames: list = []
         self.remote_settings: dict = {}
@@ -381,19 +366,17 @@ class H2Client:
         if self.eof:
             time.sleep(min(timeout, 0.05))
             return
-        self.sock.settimeout(timeout)
         try:
-            data = self.sock.recv(1 << 20)
-        except socket.timeout:
-            return
+            data = self.receive(time.monotonic() + timeout)
         except ConnectionResetError:
             data = b""
+        if data is None:
+            return
         if not data:
             self.eof = True
             return
-        self.buffer += data
-        while (whole := split_frame(self.buffer)) is not None:
-            raw, self.buffer = whole
+        while (whole := split_frame(self.buf)) is not None:
+            raw, self.buf = whole
             parsed, _ = hyperframe.frame.Frame.parse_frame_header(memoryview(raw[:9]))
             parsed.parse_body(memoryview(raw[9:]))
             self.frames.append(parsed)
@@ -437,14 +420,6 @@ class H2Client:
         assert stream.ended, f"the connection closed before stream {stream_id} ended"
         return stream
 
-    def __enter__(self) -> "H2Client":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 # ---------------------------------------------------------------------- Node's client

@@ -18,6 +18,8 @@ import subprocess
 import time
 from typing import Any
 
+from tests.support.sockets import SocketClient
+
 TIMEOUT = 5.0  # seconds, for every network operation
 
 
@@ -53,7 +55,7 @@ class Response:
         return f"<Response {self.status} {self.headers} {self.body[:80]!r} ({self.framing})>"
 
 
-class RawClient:
+class RawClient(SocketClient):
     """A byte-exact HTTP/1.x client over one socket; every read has a deadline."""
 
     def __init__(self, sock: socket.socket) -> None:
@@ -72,39 +74,21 @@ class RawClient:
         """Read more bytes into buf; False at EOF (or reset). Raises on timeout."""
         if self.eof:
             return False
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"timed out waiting for the server; have {self.buf[:300]!r}")
-        self.sock.settimeout(left)
         try:
-            data = self.sock.recv(262144)
-        except socket.timeout:
-            raise AssertionError(f"timed out waiting for the server; have {self.buf[:300]!r}") from None
+            data = self.receive(deadline)
         except ConnectionResetError:
             data = b""
-        if not data:
-            self.eof = True
-            return False
-        self.buf += data
-        return True
+        if data is None:
+            raise AssertionError(f"timed out waiting for the server; have {self.buf[:300]!r}")
+        self.eof = not data
+        return not self.eof
 
     def read_until(self, marker: bytes, timeout: float = TIMEOUT) -> bytes:
         """Return everything up to and including ``marker`` (consumed)."""
-        deadline = time.monotonic() + timeout
-        while marker not in self.buf:
-            if not self._fill(deadline):
-                raise AssertionError(f"connection closed before {marker!r}; have {self.buf[:300]!r}")
-        index = self.buf.index(marker) + len(marker)
-        data, self.buf = self.buf[:index], self.buf[index:]
-        return data
+        return self.take_until(marker, time.monotonic() + timeout)
 
     def read_exact(self, size: int, timeout: float = TIMEOUT) -> bytes:
-        deadline = time.monotonic() + timeout
-        while len(self.buf) < size:
-            if not self._fill(deadline):
-                raise AssertionError(f"connection closed after {len(self.buf)} of {size} bytes")
-        data, self.buf = self.buf[:size], self.buf[size:]
-        return data
+        return self.take(size, time.monotonic() + timeout)
 
     def read_to_eof(self, timeout: float = TIMEOUT) -> bytes:
         deadline = time.monotonic() + timeout
@@ -190,14 +174,6 @@ class RawClient:
             self.eof = True
         return False
 
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> "RawClient":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def request(method: str = "GET", path: str = "/", headers: tuple | list = (), body: bytes = b"",
@@ -214,17 +190,22 @@ def chunked(*parts: bytes, trailers: bytes = b"") -> bytes:
 
 
 # ---------------------------------------------------------------------- bare sockets
-def recv_until(sock: socket.socket, marker: bytes, timeout: float = 5.0, data: bytes = b"") -> bytes:
-    deadline = time.monotonic() + timeout
-    while marker not in data:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"{marker!r} not received within {timeout} s; got {data[:300]!r}")
+def _recv(sock: socket.socket, deadline: float, failure: str, data: bytes) -> bytes:
+    """The next bytes from ``sock`` (b"" at EOF); AssertionError ``failure`` at the deadline."""
+    while (left := deadline - time.monotonic()) > 0:
         sock.settimeout(left)
         try:
-            more = sock.recv(65536)
+            return sock.recv(65536)
         except socket.timeout:
             continue
+    raise AssertionError(f"{failure}; got {data[:300]!r}")
+
+
+def recv_until(sock: socket.socket, marker: bytes, timeout: float = 5.0, data: bytes = b"") -> bytes:
+    """Everything received (after ``data``) up to and including ``marker``, and what came with it."""
+    deadline = time.monotonic() + timeout
+    while marker not in data:
+        more = _recv(sock, deadline, f"{marker!r} not received within {timeout} s", data)
         if not more:
             raise AssertionError(f"connection closed before {marker!r}; got {data[:300]!r}")
         data += more
@@ -232,20 +213,30 @@ def recv_until(sock: socket.socket, marker: bytes, timeout: float = 5.0, data: b
 
 
 def recv_to_eof(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Everything received until the server closes."""
     deadline = time.monotonic() + timeout
     data = b""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"the server did not close within {timeout} s; got {data[:300]!r}")
+    while more := _recv(sock, deadline, f"the server did not close within {timeout} s", data):
+        data += more
+    return data
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, bool]:
+    """What the server sends until it closes (EOF or reset: True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    data = bytearray()
+    while (left := deadline - time.monotonic()) > 0:
         sock.settimeout(left)
         try:
-            more = sock.recv(65536)
+            chunk = sock.recv(65536)
         except socket.timeout:
-            continue
-        if not more:
-            return data
-        data += more
+            break
+        except ConnectionResetError:
+            return bytes(data), True
+        if not chunk:
+            return bytes(data), True
+        data += chunk
+    return bytes(data), False
 
 
 def send_request(port: int, path: str = "/", host: str = "127.0.0.1", timeout: float = TIMEOUT) -> socket.socket:

@@ -19,6 +19,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from tests.support.sockets import SocketClient
+
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 RSV1, RSV2, RSV3 = 4, 2, 1  # the 3-bit rsv field of frame()
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -87,7 +89,7 @@ class Message(NamedTuple):
 
 
 # ---------------------------------------------------------------------- the client
-class RawWebSocket:
+class RawWebSocket(SocketClient):
     """The upgrade on a new connection (``status``, ``headers``); then frames both ways."""
 
     def __init__(self, port: int, path: str = "/", extra_headers: bytes = b"", timeout: float = TIMEOUT) -> None:
@@ -95,14 +97,14 @@ class RawWebSocket:
         self.timeout = timeout
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buffer = b""
+        self.buf = b""
         key = base64.b64encode(os.urandom(16))
         self.sock.sendall(
             b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n"
             + extra_headers + b"\r\n"
         )
-        head = self._take_until(b"\r\n\r\n").decode("latin-1")
+        head = self.take_until(b"\r\n\r\n", time.monotonic() + timeout).decode("latin-1")
         status_line, *lines = head.split("\r\n")
         self.status = int(status_line.split(" ")[1])
         self.headers: dict[str, str] = {}
@@ -122,43 +124,22 @@ class RawWebSocket:
 
     # -- receiving
     def _fill(self, deadline: float) -> bytes:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"timed out waiting for the server (have {self.buffer[:100]!r})")
-        self.sock.settimeout(remaining)
-        try:
-            data = self.sock.recv(1 << 18)
-        except socket.timeout:
-            raise AssertionError(f"timed out waiting for the server (have {self.buffer[:100]!r})") from None
-        self.buffer += data
-        return data
-
-    def _take_until(self, marker: bytes) -> bytes:
-        deadline = time.monotonic() + self.timeout
-        while marker not in self.buffer:
-            if not self._fill(deadline):
-                raise AssertionError(f"server closed before {marker!r}: {self.buffer!r}")
-        end = self.buffer.index(marker) + len(marker)
-        data, self.buffer = self.buffer[:end], self.buffer[end:]
-        return data
-
-    def _take(self, size: int, deadline: float) -> bytes:
-        while len(self.buffer) < size:
-            if not self._fill(deadline):
-                raise AssertionError(f"server closed mid-frame ({len(self.buffer)} of {size} bytes)")
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        """The next bytes (b"" once the server closed); a timeout or a reset fails the test."""
+        data = self.receive(deadline)
+        if data is None:
+            raise AssertionError(f"timed out waiting for the server (have {self.buf[:100]!r})")
         return data
 
     def read_frame(self, timeout: float | None = None) -> Frame:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        first, second = self._take(2, deadline)
+        first, second = self.take(2, deadline)
         assert not second & 0x80, "a server frame must not be masked (RFC 6455 §5.1)"
         size, length_bytes = second & 0x7F, 0
         if size == 126:
-            (size,), length_bytes = struct.unpack("!H", self._take(2, deadline)), 2
+            (size,), length_bytes = struct.unpack("!H", self.take(2, deadline)), 2
         elif size == 127:
-            (size,), length_bytes = struct.unpack("!Q", self._take(8, deadline)), 8
-        return Frame(bool(first & 0x80), (first >> 4) & 7, first & 0x0F, self._take(size, deadline), length_bytes)
+            (size,), length_bytes = struct.unpack("!Q", self.take(8, deadline)), 8
+        return Frame(bool(first & 0x80), (first >> 4) & 7, first & 0x0F, self.take(size, deadline), length_bytes)
 
     def read_message(self) -> Message:
         """The next data message, reassembled and inflated if compressed; it must come next."""
@@ -186,15 +167,7 @@ class RawWebSocket:
 
     def wait_tcp_closed(self, timeout: float | None = None) -> None:
         """The server closes TCP after its close frame: recv() reads EOF (no reset, no more data)."""
-        assert self.buffer == b"", f"bytes after the close frame: {self.buffer!r}"
+        assert self.buf == b"", f"bytes after the close frame: {self.buf!r}"
         data = self._fill(time.monotonic() + (self.timeout if timeout is None else timeout))
         assert data == b"", f"data after the close frame: {data!r}"
 
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> "RawWebSocket":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
