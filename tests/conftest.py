@@ -9,6 +9,7 @@ import pytest
 from tests.support.components import PgCluster, postgres_cluster, postgres_missing
 from tests.support.logs import tether_records
 from tests.support.server import serve
+from tests.support.tls import Certs
 
 
 @pytest.fixture
@@ -32,3 +33,10 @@ def postgres() -> Iterator[PgCluster]:
         pytest.skip(missing)
     with postgres_cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (trustme), per module."""
+    pytest.importorskip("trustme")
+    return Certs(tmp_path_factory.mktemp("certs"))

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 import tether
-from tests.support.http1 import raw_request
+from tests.support.http1 import answers
 from tests.support.process import APPS, Tether, tether_env
 from tests.support.waiting import free_port, wait_until
 from tether import Config, ConfigError
@@ -106,19 +106,12 @@ def test_run_with_options_as_keywords():
     """
     proc = python(code, port=port)
     try:
-        wait_until(lambda: _answers(port), 15, lambda: f"tether answering on {port}:\n{proc.output()}", interval=0.05)
+        proc.wait_serving(port)
         response = httpx.get(proc.url, timeout=5)
         assert response.headers["x-api"] == "yes" and "server" not in response.headers
         assert "Tether running on" not in proc.output()
     finally:
         proc.cleanup()
-
-
-def _answers(port: int) -> bool:
-    try:
-        return raw_request(port, timeout=1)[0] == 200
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("call,fragment", [
@@ -235,7 +228,7 @@ def test_serve_in_a_thread():
     port = free_port()
     served = ThreadedServe(_thread_app, Config(port=port, access_log=False))
     try:
-        wait_until(lambda: _answers(port) or served.done.is_set(), 10,
+        wait_until(lambda: answers(port) or served.done.is_set(), 10,
                    lambda: f"serving or done (error: {served.error!r})", interval=0.05)
         assert served.error is None
         body = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
@@ -251,7 +244,7 @@ def test_serve_import_string():
     port = free_port()
     served = ThreadedServe("simple_apps:hello", Config(port=port, app_dir=str(APPS), access_log=False))
     try:
-        wait_until(lambda: _answers(port) or served.done.is_set(), 10,
+        wait_until(lambda: answers(port) or served.done.is_set(), 10,
                    lambda: f"serving or done (error: {served.error!r})", interval=0.05)
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "hello, world"
     finally:

@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.http1 import raw_request
+from tests.support.http1 import RequestLoop, raw_request
 from tests.support.process import pid_alive, running
+from tests.support.tls import Certs
 from tests.support.waiting import free_port, wait_until
-from tests.test_workers import RequestLoop
 
 gunicorn = pytest.importorskip("gunicorn")
 pytestmark = pytest.mark.timeout(90)
@@ -96,8 +96,6 @@ def test_http1_h2_prior_knowledge_and_websocket_through_gunicorn():
 
 
 def test_tls_from_gunicorn_settings_with_h2_by_alpn(tmp_path):
-    from tests.test_tls import Certs
-
     certs = Certs(tmp_path)
     with Gunicorn("--certfile", str(certs.cert_file), "--keyfile", str(certs.key_file)) as srv:
         assert f"https://127.0.0.1:{srv.port}" in srv.output()

@@ -14,7 +14,6 @@ import hashlib
 import json
 import random
 import shutil
-import ssl
 import subprocess
 import threading
 import time
@@ -34,6 +33,7 @@ from tests.support.disconnect import WITHIN, assert_prompt
 from tests.support.h2 import H2Client
 from tests.support.probe import Probe
 from tests.support.server import serve, server_idle
+from tests.support.tls import Certs
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -128,33 +128,6 @@ def h2_client(**kwargs: Any) -> httpx.Client:
 
 
 # ---------------------------------------------------------------------- TLS certificates
-class Certs:
-    def __init__(self, directory: Path) -> None:
-        import trustme
-
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1", "localhost")
-        self.ca_file = directory / "ca.pem"
-        self.cert_file = directory / "server.pem"
-        self.key_file = directory / "server.key"
-        ca.cert_pem.write_to_path(str(self.ca_file))
-        self.cert_file.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-        cert.private_key_pem.write_to_path(str(self.key_file))
-
-    def server_options(self) -> dict:
-        return {"ssl_certfile": str(self.cert_file), "ssl_keyfile": str(self.key_file)}
-
-    def client_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.ca_file))
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: Any) -> Certs:
-    pytest.importorskip("trustme")
-    return Certs(tmp_path_factory.mktemp("h2certs"))
-
-
-# ====================================================================== 1. httpx: scope, bodies
 def test_httpx_prior_knowledge_scope() -> None:
     with serve(general_app, lifespan="off") as srv, h2_client() as client:
         response = client.get(srv.url + "/scope?x=1&y=%20z", headers={"X-Mixed-Case": "Value"})

@@ -12,10 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support.http1 import raw_request
+from tests.support.http1 import RequestLoop, raw_request
 from tests.support.process import assert_one_error_line, pid_alive, run_cli, running
 from tests.support.waiting import free_port, wait_until
-from tests.test_workers import RequestLoop
 from tether.server.recycling import rss_mib, spread_deadline
 
 pytestmark = pytest.mark.timeout(90)
@@ -54,35 +53,9 @@ class ChildWatcher:
         self.thread.join(5)
 
 
-class SlowRequests:
+def slow_requests(port: int) -> RequestLoop:
     """Requests that take 0.4 s each, one after another, so that some are always in flight."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.ok = 0
-        self.failures: list[str] = []
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 40
-        while not self.stop_event.is_set() and time.monotonic() < deadline:
-            try:
-                status, _, body = raw_request(self.port, path="/sleep?s=0.4", timeout=10)
-                if status == 200:
-                    self.ok += 1
-                else:
-                    self.failures.append(f"status {status}")
-            except Exception as exc:  # counted as a failure
-                self.failures.append(repr(exc))
-
-    def __enter__(self) -> "SlowRequests":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_event.set()
-        self.thread.join(15)
+    return RequestLoop(port, "/sleep?s=0.4", timeout=10, pause=0)
 
 
 def answering_pids(port: int, want: set[int], attempts: int = 200) -> set[int]:
@@ -106,7 +79,7 @@ def recycle_lines(out: str, reason: str = "") -> list[str]:
 def test_lifetime_replaces_workers_one_at_a_time_without_failed_requests():
     with running("recycle_apps:app", "--workers", "2", "--workers-lifetime", "2", "--no-access-log", ready=2) as srv:
         first = set(srv.worker_pids())
-        with ChildWatcher(srv) as children, RequestLoop(srv.port) as fast, SlowRequests(srv.port) as slow:
+        with ChildWatcher(srv) as children, RequestLoop(srv.port) as fast, slow_requests(srv.port) as slow:
             # Lifetimes 1 s and 2 s at first, then one replacement a second: wait for 5 of them.
             srv.wait_for("Recycling worker", count=5, timeout=20)
             wait_until(lambda: not any(pid_alive(pid) for pid in first), 10, "the first workers gone", interval=0.05)
@@ -136,7 +109,7 @@ def test_lifetime_with_one_worker_runs_the_supervisor_and_replaces_it_gracefully
         assert "Recycling each worker after at most 1.5 s" in out
         first = srv.worker_pids()[0]
         assert first != srv.pid and srv.children() == {first}
-        with RequestLoop(srv.port) as fast, SlowRequests(srv.port) as slow:
+        with RequestLoop(srv.port) as fast, slow_requests(srv.port) as slow:
             srv.wait_for("Recycling worker", count=2, timeout=15)
             srv.wait_ready(3, timeout=15)
             wait_until(lambda: not pid_alive(first), 10, "the first worker gone", interval=0.05)

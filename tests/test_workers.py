@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support.http1 import raw_request
+from tests.support.http1 import RequestLoop, raw_request
 from tests.support.process import pid_alive, run_cli, running
 from tests.support.waiting import free_port, wait_until
 
@@ -33,41 +33,6 @@ def collect_pids(port: int, want: int, attempts: int = 200) -> set[int]:
             if len(seen) >= want:
                 break
     return seen
-
-
-class RequestLoop:
-    """Requests on new connections in a background thread; counts successes and failures."""
-
-    def __init__(self, port: int, path: str = "/", max_seconds: float = 40.0) -> None:
-        self.port = port
-        self.path = path
-        self.ok = 0
-        self.failures: list[str] = []
-        self.pids: list[int] = []
-        self.stop_event = threading.Event()
-        self.deadline = time.monotonic() + max_seconds
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop_event.is_set() and time.monotonic() < self.deadline:
-            try:
-                status, _, body = raw_request(self.port, path=self.path, timeout=5)
-                if status == 200:
-                    self.ok += 1
-                    self.pids.append(json.loads(body)["pid"])
-                else:
-                    self.failures.append(f"status {status}")
-            except Exception as exc:  # counted as a failure
-                self.failures.append(repr(exc))
-            time.sleep(0.002)
-
-    def __enter__(self) -> "RequestLoop":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_event.set()
-        self.thread.join(15)
 
 
 def test_two_workers_serve_from_two_pids():

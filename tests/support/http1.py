@@ -5,6 +5,7 @@
 * ``recv_until`` / ``recv_to_eof``: the same reads on a bare socket;
 * ``raw_request`` / ``parse_response`` / ``raw_header_lines``: one request on a new connection;
 * ``send_request``: a request whose response is never read (a client that will leave);
+* ``answers`` / ``RequestLoop``: is a server serving, and a steady load of new connections;
 * ``curl``: the real curl, bounded.
 
 Every read has a deadline.
@@ -12,9 +13,11 @@ Every read has a deadline.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -305,6 +308,54 @@ def raw_header_lines(port: int, path: str = "/") -> list[str]:
                 break
             data += chunk
     return data.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+
+
+def answers(port: int, timeout: float = 2.0) -> bool:
+    """A GET / on a new connection is answered 200 (False while nothing answers)."""
+    try:
+        return raw_request(port, timeout=timeout)[0] == 200
+    except OSError:
+        return False
+
+
+class RequestLoop:
+    """GETs on new connections in a background thread (``with``), for at most ``max_seconds``;
+    counts successes and failures, and the worker pid of each answer (an app answering JSON
+    with a "pid", like tests/apps/edge_apps.py's ``info``)."""
+
+    def __init__(self, port: int, path: str = "/", max_seconds: float = 40.0, timeout: float = 5.0,
+                 pause: float = 0.002) -> None:
+        self.port = port
+        self.path = path
+        self.timeout = timeout
+        self.pause = pause
+        self.ok = 0
+        self.failures: list[str] = []
+        self.pids: list[int] = []
+        self.stop_event = threading.Event()
+        self.deadline = time.monotonic() + max_seconds
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set() and time.monotonic() < self.deadline:
+            try:
+                status, _, body = raw_request(self.port, path=self.path, timeout=self.timeout)
+                if status == 200:
+                    self.ok += 1
+                    self.pids.append(json.loads(body)["pid"])
+                else:
+                    self.failures.append(f"status {status}")
+            except Exception as exc:  # counted as a failure
+                self.failures.append(repr(exc))
+            time.sleep(self.pause)
+
+    def __enter__(self) -> "RequestLoop":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(15)
 
 
 def curl(*args: str, input: bytes | None = None, timeout: float = 20) -> subprocess.CompletedProcess:

@@ -28,3 +28,13 @@ def tether_records(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptu
 def error_records(caplog: pytest.LogCaptureFixture) -> list:
     """Records of the tether loggers at ERROR and above."""
     return [r for r in caplog.records if r.name.startswith("tether") and r.levelno >= logging.ERROR]
+
+
+def warning_records(caplog: pytest.LogCaptureFixture) -> list:
+    """Records of tether.error at WARNING and above."""
+    return [r for r in caplog.records if r.name == "tether.error" and r.levelno >= logging.WARNING]
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The messages of tether.access, in order."""
+    return [r.getMessage() for r in caplog.records if r.name == "tether.access"]

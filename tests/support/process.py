@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from tests.support.http1 import answers
 from tests.support.server import ROOT
-from tests.support.waiting import free_port
+from tests.support.waiting import free_port, wait_until
 
 APPS = ROOT / "tests" / "apps"
 PYTHON_M_TETHER = [sys.executable, "-m", "tether"]
@@ -109,6 +110,13 @@ class Tether:
 
     def wait_ready(self, workers: int = 1, timeout: float = 20.0) -> str:
         return self.wait_for("Tether running on", count=workers, timeout=timeout)
+
+    def wait_serving(self, port: int | None = None, timeout: float = 15.0) -> None:
+        """A GET / on ``port`` (default: its own) is answered 200; the failure shows the output."""
+        port = port or self.port
+        assert port, "which port?"
+        wait_until(lambda: answers(port), timeout, lambda: f"tether answering 200 on {port}:\n{self.output()}",
+                   interval=0.05)
 
     def worker_pids(self) -> list[int]:
         """Pids from the "Tether running on ... (pid N," lines, in order of appearance."""
