@@ -40,8 +40,9 @@ from bench.report import write_results  # noqa: E402
 from bench.servers import VENV_BIN, _bin, machine  # noqa: E402
 from tests.stacks import (  # noqa: E402
     STACKS, Activity, Events, PgMonitor, Run, ServerProcess, abandon_many_at_once, bad_output, early_leaves,
-    many_abandoned, postgres_cluster, stack_env,
+    many_abandoned, stack_env,
 )
+from tests.support.components import postgres_cluster  # noqa: E402
 
 SERVERS = ("tether-notify", "tether-cancel", "uvicorn", "granian", "gunicorn", "gunicorn-grace0")
 # The stacks measured (cpu-optin is the same loop as cpu until Tether has the opt-in).

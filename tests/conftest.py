@@ -1,147 +1,42 @@
-"""Shared fixtures: a real Tether server on 127.0.0.1 (in a thread, or as a CLI subprocess)."""
+"""The fixtures; what they are built from lives in tests/support/."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import socket
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
-from tether.config import Config
-from tether.server import Server
-from tether.server.worker import new_event_loop
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class RunningServer:
-    def __init__(self, server: Server, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
-        self.server = server
-        self.loop = loop
-        self.thread = thread
-        sockname = server.sockets[0].getsockname()
-        self.host, self.port = ("127.0.0.1", sockname[1]) if isinstance(sockname, tuple) else (None, None)
-        scheme = "https" if server.config.is_ssl else "http"
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
-
-    @property
-    def state(self) -> Any:
-        return self.server.state
-
-    def call(self, fn: Any, *args: Any) -> Any:
-        """Run fn(*args) on the server's loop and return its result (thread-safe)."""
-        async def wrapper() -> Any:
-            return fn(*args)
-        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(5)
-
-    def connect(self, timeout: float = 5.0) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
-        return sock
-
-
-@contextlib.contextmanager
-def serve(app: Any, **options: Any) -> Iterator[RunningServer]:
-    """Run Tether with ``app`` in a background thread on a free port."""
-    options.setdefault("port", 0)
-    options.setdefault("lifespan", "auto")
-    options.setdefault("timeout_graceful_shutdown", 3)
-    config = Config(app=app, **options)
-    server = Server(config, app)
-    loop = new_event_loop(config.loop)
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(server.serve(install_signals=False))
-        except BaseException as exc:  # reported to the test below
-            errors.append(exc)
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and not errors and time.monotonic() < deadline:
-        time.sleep(0.005)
-    if errors:
-        raise errors[0]
-    assert server.started, "server did not start within 10 s"
-    running = RunningServer(server, loop, thread)
-    try:
-        yield running
-    finally:
-        loop.call_soon_threadsafe(server.request_exit)
-        thread.join(15)
-        assert not thread.is_alive(), "server did not stop within 15 s"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned); AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"server exited early with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listening on port {port} after {timeout}s")
-
-
-@contextlib.contextmanager
-def cli_server(*args: str, port: int | None = None, env: dict | None = None, cwd: str | Path | None = None,
-               wait: bool = True) -> Iterator[tuple[subprocess.Popen, int]]:
-    """Run ``python -m tether ARGS --port PORT`` as a subprocess; stops it with SIGTERM."""
-    port = port or free_port()
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "apps"), full_env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tether", *args, "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, cwd=cwd, text=True,
-    )
-    try:
-        if wait:
-            wait_for_port(port, proc=proc)
-        yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+from tests.support.components import PgCluster, postgres_cluster, postgres_missing
+from tests.support.logs import tether_records
+from tests.support.server import serve
+from tests.support.tls import Certs
 
 
 @pytest.fixture
 def run() -> Any:
     """``with run(app, **options) as srv:`` — the in-process server as a fixture."""
     return serve
+
+
+@pytest.fixture
+def tether_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """caplog with Tether's error (DEBUG and up) and access records in it."""
+    with tether_records(caplog) as records:
+        yield records
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL 15 cluster for the session (skipped where it is not installed)."""
+    missing = postgres_missing()
+    if missing:
+        pytest.skip(missing)
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (trustme), per module."""
+    pytest.importorskip("trustme")
+    return Certs(tmp_path_factory.mktemp("certs"))

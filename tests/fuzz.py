@@ -33,6 +33,9 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.asgi import receive_body
+from tests.support.waiting import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Server timeouts, kept short so that a hang is told from a slow answer quickly.
@@ -57,15 +60,10 @@ async def app(scope, receive, send):
         return
     if scope["type"] != "http":
         return
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    answer = server_usage() if scope["path"] == "/__usage" else checksum(bytes(body))
+    body = await receive_body(receive)
+    if body is None:
+        return
+    answer = server_usage() if scope["path"] == "/__usage" else checksum(body)
     headers = [(b"content-type", b"text/plain"), (b"x-method", scope["method"].encode("latin-1"))]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": answer})
@@ -654,12 +652,6 @@ def stop_server(proc: subprocess.Popen) -> int | None:
         proc.kill()
         proc.wait(5)
         return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_log_problems(text: str) -> list[str]:

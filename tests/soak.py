@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 
 from tests.fuzz import start_server, stop_server
+from tests.support.asgi import receive_body
+from tests.support.waiting import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_OPTIONS = ["--timeout-keep-alive", "2", "--timeout-request-header", "3", "--no-access-log",
@@ -87,18 +89,6 @@ async def _answer(send, body: bytes, status: int = 200, content_type: bytes = b"
     await send({"type": "http.response.body", "body": body})
 
 
-async def _read_body(receive) -> bytes | None:
-    """The whole request body, or None if the client left."""
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            return bytes(body)
-
-
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return  # (lifespan: unsupported, which tether's --lifespan auto accepts)
@@ -109,7 +99,7 @@ async def app(scope, receive, send):
     elif route == "upload":  # /upload/ID: checksum of the body
         STARTED.add(parts[1])
         try:
-            body = await _read_body(receive)
+            body = await receive_body(receive)
         finally:
             STARTED.discard(parts[1])
         if body is not None:
@@ -449,12 +439,6 @@ class Soak:
 
 
 # ---------------------------------------------------------------------- server process
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the load runs")

@@ -1,8 +1,8 @@
 """Abandoned work on real stacks (issue 14): the harness shared by tests/test_abandoned_stacks.py
 and bench/abandoned.py.
 
-* ``postgres_cluster``: a throwaway PostgreSQL 15 cluster (also behind tests/realworld.py's
-  ``postgres`` fixture), ``max_connections`` low enough (100) to show exhaustion.
+* PostgreSQL: ``postgres_cluster`` (tests/support/components.py, also behind the ``postgres``
+  fixture), ``max_connections`` low enough (100) to show exhaustion, watched by ``PgMonitor``.
 * ``STACKS``: the apps of tests/apps/stacks, what each one runs and how its work is seen.
 * ``ServerProcess``: any server (Tether by its CLI, or a peer) serving one stack in a process
   of its own, its output in a file, its thread count from /proc.
@@ -36,11 +36,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
-from tests.conftest import ROOT, free_port, wait_for_port
+from tests.support.components import PgCluster
+from tests.support.disconnect import hang_up
+from tests.support.http1 import send_request
+from tests.support.server import ROOT
+from tests.support.waiting import free_port, wait_for_port
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 APPS_DIR = ROOT / "tests" / "apps"
 POLL = 0.010  # pg_stat_activity is polled every 10 ms
 LEAVE_AFTER = 0.300  # the client closes 300 ms after sending
@@ -50,80 +53,6 @@ BAD_OUTPUT = re.compile(r"Traceback \(most recent call last\)|Task exception was
 
 
 # ---------------------------------------------------------------------- PostgreSQL
-@dataclass
-class PgCluster:
-    host: str
-    port: int
-    user: str = "postgres"
-    database: str = "postgres"
-
-    @property
-    def dsn(self) -> str:
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
-
-    def conninfo(self, app_name: str) -> str:
-        return f"host={self.host} port={self.port} user={self.user} dbname={self.database} application_name={app_name}"
-
-
-def _as_postgres(args: list[str]) -> list[str]:
-    """initdb and pg_ctl refuse to run as root: run them as the ``postgres`` OS user."""
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *args]
-    return args
-
-
-def postgres_missing() -> str | None:
-    """Why no cluster can be started here (None: it can)."""
-    if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_ctl").exists():
-        return "PostgreSQL not installed: .ci/setup installs it"
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        return "running as root without runuser: cannot start PostgreSQL as the postgres user"
-    return None
-
-
-@contextlib.contextmanager
-def postgres_cluster(max_connections: int = 100) -> Iterator[PgCluster]:
-    """A throwaway PostgreSQL 15 cluster on 127.0.0.1:<free port>, trust auth; removed afterwards."""
-    missing = postgres_missing()
-    if missing:
-        raise RuntimeError(missing)
-    tmp = Path(tempfile.mkdtemp(prefix="tether-pg-"))
-    data = tmp / "data"
-    log = tmp / "postgres.log"
-    port = free_port()
-    started = False
-    try:
-        if os.geteuid() == 0:
-            shutil.chown(tmp, "postgres", "postgres")
-        initdb = subprocess.run(
-            _as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                          "-E", "UTF8", "--no-sync", "--no-instructions"]),
-            capture_output=True, text=True, timeout=60,
-        )
-        if initdb.returncode != 0:
-            raise RuntimeError(f"initdb failed ({initdb.returncode}): {initdb.stderr or initdb.stdout}")
-        options = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={tmp} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                   f"-c max_connections={max_connections}")
-        ctl = subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "30",
-                          "-o", options, "start"]),
-            capture_output=True, text=True, timeout=60,
-        )
-        started = ctl.returncode == 0
-        if not started:
-            server_log = log.read_text(errors="replace") if log.exists() else ""
-            raise RuntimeError(f"pg_ctl start failed ({ctl.returncode}): {ctl.stderr or ctl.stdout}\n{server_log}")
-        yield PgCluster("127.0.0.1", port)
-    finally:
-        if started:
-            subprocess.run(
-                _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "-t", "30", "stop"]),
-                capture_output=True, timeout=60,
-            )
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 class PgMonitor:
     """A separate autocommit psycopg connection that looks at pg_stat_activity (thread-safe)."""
 
@@ -442,21 +371,6 @@ class ServerProcess:
         self._log_file.close()
 
 
-# ---------------------------------------------------------------------- the client that leaves
-def send_request(port: int, path: str = "/", host: str = "127.0.0.1", timeout: float = 5.0) -> socket.socket:
-    """Connect and send a complete GET request; the response is never read."""
-    sock = socket.create_connection((host, port), timeout=timeout)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: tether-acceptance\r\n\r\n".encode())
-    return sock
-
-
-def leave(sock: socket.socket) -> float:
-    """Close the client socket as a browser tab would (FIN); return the monotonic time it left."""
-    left = time.monotonic()
-    sock.close()
-    return left
-
-
 @dataclass
 class Abandoned:
     """One abandoned request: when its work started and how long it ran on after the client left."""
@@ -499,7 +413,7 @@ def abandon(server: ServerProcess, stack: Stack, activity: Activity | None, even
             result.started = event.time if event else None
         time.sleep(max(0.0, result.sent + after - time.monotonic()))
     finally:
-        result.left = leave(sock)
+        result.left = hang_up(sock)
     if result.started is None:
         return result
     if stack.app_name:
@@ -606,10 +520,10 @@ def many_abandoned(server: ServerProcess, stack: Stack, activity: Activity, coun
             time.sleep(max(0.0, start + n * spacing - time.monotonic()))
             socks.append((time.monotonic(), send_request(server.port, f"{stack.path}?id={new_id('many')}&s=20")))
             while socks and socks[0][0] + after <= time.monotonic():
-                leave(socks.pop(0)[1])
+                hang_up(socks.pop(0)[1])
         for sent, sock in socks:
             time.sleep(max(0.0, sent + after - time.monotonic()))
-            leave(sock)
+            hang_up(sock)
     finally:
         for _, sock in socks:
             sock.close()
@@ -658,7 +572,7 @@ def early_leaves(server: ServerProcess, stack: Stack, activity: Activity, events
         sent = time.monotonic()
         while time.monotonic() < sent + offset:
             pass  # a sleep's granularity would blur sub-millisecond offsets
-        leaves[rid] = leave(sock)
+        leaves[rid] = hang_up(sock)
         time.sleep(gap)
     time.sleep(max(0.0, max(leaves.values()) + check_after - time.monotonic()))
     escaped = sorted(rid for rid in leaves if activity.running(rid))
@@ -684,7 +598,7 @@ def pool_cycles(server: ServerProcess, stack: Stack, activity: Activity, cycles:
         time.sleep(max(0.0, sent + LEAVE_AFTER - time.monotonic()))
         left = time.monotonic()
         for sock in socks:
-            leave(sock)
+            hang_up(sock)
         done += size
         gone = activity.wait_for(lambda: all(activity.gone_at.get(rid) for rid in rids), target + 0.5)
         if not gone or not all(rid in activity.first_seen for rid in rids):

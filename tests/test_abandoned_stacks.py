@@ -25,7 +25,6 @@ from typing import Iterator
 
 import pytest
 
-from tests.realworld import postgres  # noqa: F401  (the session's PostgreSQL cluster)
 from tests.stacks import (
     STACKS, Activity, Events, PgCluster, PgMonitor, Run, ServerProcess, abandon_many_at_once,
     bad_output, early_leaves, many_abandoned, new_id, pool_cycles, send_request, stack_env, tether_command,
@@ -63,12 +62,12 @@ def _policy_run(pg: PgCluster, keys: list[str], policy: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cancelled(postgres: PgCluster) -> dict:  # noqa: F811
+def cancelled(postgres: PgCluster) -> dict:
     return _policy_run(postgres, CANCEL_STACKS, "cancel")
 
 
 @pytest.fixture(scope="module")
-def notified(postgres: PgCluster) -> dict:  # noqa: F811
+def notified(postgres: PgCluster) -> dict:
     return _policy_run(postgres, NOTIFY_STACKS, "notify")
 
 
@@ -134,7 +133,7 @@ class Single:
 
 
 @pytest.fixture
-def single(postgres: PgCluster, tmp_path) -> Iterator:  # type: ignore[no-untyped-def]  # noqa: F811
+def single(postgres: PgCluster, tmp_path) -> Iterator:  # type: ignore[no-untyped-def]
     opened: list[Single] = []
 
     def start(key: str, policy: str = "cancel", *extra: str, ready: bool = True) -> Single:

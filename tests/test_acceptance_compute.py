@@ -17,8 +17,10 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import serve
-from tests.realworld import Recorder, leave, send_request
+from tests.support.disconnect import hang_up
+from tests.support.http1 import send_request
+from tests.support.probe import Probe
+from tests.support.server import serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,7 +42,7 @@ def respond(send: Any, body: bytes) -> Any:
 
 
 def test_cpu_bound_loop_stops_when_the_client_leaves() -> None:
-    rec = Recorder()
+    rec = Probe()
     slices = [0]
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
@@ -62,15 +64,15 @@ def test_cpu_bound_loop_stops_when_the_client_leaves() -> None:
     with serve(app, on_disconnect="cancel", lifespan="off") as srv:
         sock = send_request(srv.port, "/compute")
         try:
-            assert rec.wait("started", 5)
+            rec.wait("started", 5)
             time.sleep(0.3)
         finally:
-            left = leave(sock)
-        assert rec.wait("cancelled", 1.0), "the CPU-bound loop did not stop within 1 s of the client leaving"
+            left = hang_up(sock)
+        rec.wait("cancelled", 1.0)
         ms = rec.since("cancelled", left)
         print(f"\n[compute] CPU-bound loop (10 ms slices) stopped {ms:.1f} ms after the client left "
               f"(target 50 ms; {rec.values['cancelled']} slices run)")
-        assert not rec.seen("finished")
+        assert "finished" not in rec
         assert ms < 1000
 
 
@@ -95,7 +97,7 @@ def offload(executor: concurrent.futures.Executor, fn: Callable[[threading.Event
 
 @pytest.mark.parametrize("style", ["to_thread", "run_in_executor"])
 def test_thread_offload_awaiting_coroutine_is_cancelled(style: str) -> None:
-    rec = Recorder()
+    rec = Probe()
     thread_done = threading.Event()
     results: list = []
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="acceptance-offload")
@@ -132,17 +134,17 @@ def test_thread_offload_awaiting_coroutine_is_cancelled(style: str) -> None:
         with serve(app, on_disconnect="cancel", lifespan="off") as srv:
             sock = send_request(srv.port, "/offload")
             try:
-                assert rec.wait("thread.started", 5)
+                rec.wait("thread.started", 5)
                 time.sleep(0.3)
             finally:
-                left = leave(sock)
-            assert rec.wait("cancelled", 1.0), "the coroutine awaiting the thread was not cancelled within 1 s"
+                left = hang_up(sock)
+            rec.wait("cancelled", 1.0)
             ms = rec.since("cancelled", left)
             assert thread_done.wait(5), "the offloaded work never ended"
             print(f"\n[compute/{style}] awaiting coroutine cancelled {ms:.1f} ms after the client left; thread "
-                  + ("stopped early via its stop flag" if rec.seen("thread.stopped_early") else "ran to its end, result discarded"))
+                  + ("stopped early via its stop flag" if "thread.stopped_early" in rec else "ran to its end, result discarded"))
             if style == "run_in_executor":
-                assert rec.seen("thread.stopped_early"), "the stop flag did not reach the thread"
+                assert "thread.stopped_early" in rec, "the stop flag did not reach the thread"
             time.sleep(0.05)  # let the loop process the thread's completion
             assert results == [], "the abandoned result reached the app"
             assert ms < 1000

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 
-from tests.conftest import serve
-from tests.realworld import NetnsLink, Recorder, netns_link
+from tests.support.netns import netns_link, start_python, stop_client
+from tests.support.probe import Probe
+from tests.support.server import serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,7 +34,7 @@ time.sleep(30)  # keep the socket open: the peer vanishes, it does not close
 """
 
 
-def waiting_app(rec: Recorder) -> Any:
+def waiting_app(rec: Probe) -> Any:
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
@@ -69,36 +68,21 @@ def keepalive_options(srv: Any) -> list[tuple[int, int, int, int]]:
     return srv.call(read)
 
 
-def start_client(link: NetnsLink, port: int) -> subprocess.Popen:
-    client = link.popen(sys.executable, "-c", CLIENT, link.host_addr, str(port),
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return client
-
-
-def stop_client(client: subprocess.Popen) -> None:
-    if client.poll() is None:
-        client.kill()
-    client.wait(5)
-    for stream in (client.stdout, client.stderr):
-        if stream is not None:
-            stream.close()
-
-
-def run_dead_peer(keepalive: bool, wait: float) -> tuple[Recorder, float, list]:
-    rec = Recorder()
+def run_dead_peer(keepalive: bool, wait: float) -> tuple[Probe, float, list]:
+    rec = Probe()
     with netns_link() as link, serve(
         waiting_app(rec), host=link.host_addr, lifespan="off", timeout_keep_alive=60, timeout_graceful_shutdown=1,
         tcp_keepalive=keepalive, tcp_keepalive_idle=1, tcp_keepalive_interval=1, tcp_keepalive_count=2,
     ) as srv:
-        client = start_client(link, srv.port)
+        client = start_python(link, CLIENT, srv.port)
         try:
-            if not rec.wait("started", 10):
+            if not rec.seen_within("started", 10):
                 stop_client(client)
                 pytest.fail(f"the request from the namespace never arrived: {client.stderr.read()}")
             options = keepalive_options(srv)
             link.pull_cable()
             pulled = time.monotonic()
-            rec.wait("disconnect", wait)
+            rec.seen_within("disconnect", wait)  # (may rightly not come: see below)
             return rec, pulled, options
         finally:
             stop_client(client)
@@ -107,7 +91,7 @@ def run_dead_peer(keepalive: bool, wait: float) -> tuple[Recorder, float, list]:
 def test_keepalive_finds_a_vanished_peer() -> None:
     rec, pulled, options = run_dead_peer(keepalive=True, wait=15)
     assert options == [(1, 1, 1, 2)], f"accepted socket keep-alive options: {options}"
-    assert rec.seen("disconnect"), "http.disconnect not seen within 15 s of the peer vanishing"
+    assert "disconnect" in rec, "http.disconnect not seen within 15 s of the peer vanishing"
     seconds = rec.since("disconnect", pulled) / 1000
     print(f"\n[deadpeer] keep-alive (idle 1, interval 1, count 2) found the vanished peer after {seconds:.2f} s")
     assert seconds < 15
@@ -116,4 +100,4 @@ def test_keepalive_finds_a_vanished_peer() -> None:
 def test_without_keepalive_a_vanished_peer_goes_unnoticed() -> None:
     rec, pulled, options = run_dead_peer(keepalive=False, wait=5)
     assert [opt[0] for opt in options] == [0], f"keep-alive should be off: {options}"
-    assert not rec.seen("disconnect"), "a disconnect was reported without keep-alive: something else saw the peer?"
+    assert "disconnect" not in rec, "a disconnect was reported without keep-alive: something else saw the peer?"

@@ -13,13 +13,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import serve
-from tests.realworld import Recorder, leave, run_nginx, send_request, wait_until
+from tests.support.components import run_nginx
+from tests.support.disconnect import hang_up
+from tests.support.http1 import send_request
+from tests.support.probe import Probe
+from tests.support.server import serve
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def waiting_app(rec: Recorder) -> Any:
+def waiting_app(rec: Probe) -> Any:
     """Waits (at most 30 s) for the client to leave, via receive() and via the extension."""
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
@@ -52,7 +56,7 @@ def waiting_app(rec: Recorder) -> Any:
 
 
 def test_client_leaving_nginx_is_seen_through_the_upstream_close() -> None:
-    rec = Recorder()
+    rec = Probe()
     with serve(waiting_app(rec), lifespan="off") as srv, run_nginx(srv.port) as (port, tmp):
         # The proxy works at all (a normal request through nginx).
         with send_request(port, "/ping") as sock:
@@ -66,16 +70,16 @@ def test_client_leaving_nginx_is_seen_through_the_upstream_close() -> None:
 
         sock = send_request(port, "/wait")
         try:
-            assert rec.wait("started", 5), "the request never reached Tether through nginx"
+            rec.wait("started", 5)
             time.sleep(0.3)
         finally:
-            left = leave(sock)
-        assert rec.wait("disconnect", 1.0), "http.disconnect not seen within 1 s of the client leaving nginx"
-        assert rec.wait("extension", 1.0), "tether.disconnect.wait() did not return"
+            left = hang_up(sock)
+        rec.wait("disconnect", 1.0)
+        rec.wait("extension", 1.0)
         ms = rec.since("disconnect", left)
         print(f"\n[nginx] http.disconnect {ms:.1f} ms after the client left nginx")
         assert ms < 1000
         # nginx's side of the story: it logged the client's abort as 499.
         access = tmp / "access.log"
-        assert wait_until(lambda: access.exists() and '"GET /wait HTTP/1.1" 499' in access.read_text(), 5), (
-            access.read_text() if access.exists() else "no nginx access log")
+        wait_until(lambda: access.exists() and '"GET /wait HTTP/1.1" 499' in access.read_text(), 5,
+                   lambda: "nginx logging 499: " + (access.read_text() if access.exists() else "no nginx access log"))

@@ -1,6 +1,6 @@
 """Acceptance: a client that leaves stops a real PostgreSQL query and gives the pool its connection back.
 
-A throwaway PostgreSQL 15 cluster (tests/realworld.py ``postgres``), an ASGI app with an asyncpg
+A throwaway PostgreSQL 15 cluster (the ``postgres`` fixture, tests/support/components.py), an ASGI app with an asyncpg
 pool of exactly two connections, and an endpoint running ``SELECT pg_sleep(30)``. The client
 sends its request over a raw socket and closes it after 200 ms. The acceptance criterion is
 seen from PostgreSQL's side: no ``pg_sleep`` is active in ``pg_stat_activity`` any more (asked
@@ -17,8 +17,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import serve
-from tests.realworld import PgCluster, Recorder, leave, lifespan_ok, postgres, send_request, wait_until  # noqa: F401
+from tests.support.asgi import lifespan_ok
+from tests.support.components import PgCluster
+from tests.support.disconnect import hang_up
+from tests.support.http1 import send_request
+from tests.support.probe import Probe
+from tests.support.server import serve
+from tests.support.waiting import wait_until
 
 asyncpg = pytest.importorskip("asyncpg")
 
@@ -31,7 +36,7 @@ ACTIVE_SLEEPS = (
 )
 
 
-def make_app(pg: PgCluster, rec: Recorder, policy: str) -> tuple[Any, dict]:
+def make_app(pg: PgCluster, rec: Probe, policy: str) -> tuple[Any, dict]:
     """The app: a pool created at startup; ``/sleep`` holds a connection for a 30 s query."""
     holder: dict = {}
 
@@ -127,26 +132,26 @@ def acquire_works(srv: Any, holder: dict) -> int:
     return asyncio.run_coroutine_threadsafe(both(), srv.loop).result(10)
 
 
-def run_scenario(pg: PgCluster, policy: str) -> tuple[Recorder, float, float]:
-    rec = Recorder()
+def run_scenario(pg: PgCluster, policy: str) -> tuple[Probe, float, float]:
+    rec = Probe()
     app, holder = make_app(pg, rec, policy)
     monitor = PgMonitor(pg)
     with contextlib.closing(monitor), serve(app, on_disconnect=policy, lifespan="on") as srv:
         assert pool_state(srv, holder) == (2, 2)
         sock = send_request(srv.port, "/sleep")
         try:
-            assert rec.wait("started", 5), "the endpoint never acquired a connection"
-            assert wait_until(lambda: monitor.active_sleeps() == 1, timeout=5, interval=0.02), "pg_sleep never became active"
+            rec.wait("started", 5)
+            wait_until(lambda: monitor.active_sleeps() == 1, 5, "pg_sleep active in pg_stat_activity", interval=0.02)
             time.sleep(0.2)
         finally:
-            left = leave(sock)
+            left = hang_up(sock)
         # PostgreSQL's view: the query is gone (target 500 ms, generous bound 2 s).
-        gone = wait_until(lambda: monitor.active_sleeps() == 0 and time.monotonic(), timeout=2, interval=0.02)
-        assert gone, "pg_sleep is still active in pg_stat_activity 2 s after the client left"
+        gone = wait_until(lambda: monitor.active_sleeps() == 0 and time.monotonic(), 2,
+                          "pg_sleep gone from pg_stat_activity after the client left", interval=0.02)
         query_gone_ms = (gone - left) * 1000
         # The pool's view: its connection is back, nothing leaked or replaced by a new one.
-        assert wait_until(lambda: pool_state(srv, holder) == (2, 2), timeout=2), (
-            f"pool not whole again after the client left: (size, idle) = {pool_state(srv, holder)}")
+        wait_until(lambda: pool_state(srv, holder) == (2, 2), 2,
+                   lambda: f"the pool whole again after the client left (size, idle) = {pool_state(srv, holder)}")
         pool_back_ms = (time.monotonic() - left) * 1000
         assert acquire_works(srv, holder) == 2
         assert pool_state(srv, holder) == (2, 2)
@@ -155,7 +160,7 @@ def run_scenario(pg: PgCluster, policy: str) -> tuple[Recorder, float, float]:
 
 def test_cancel_policy_stops_the_query_and_returns_the_connection(postgres: PgCluster) -> None:
     rec, query_gone_ms, pool_back_ms = run_scenario(postgres, "cancel")
-    assert rec.seen("cancelled"), "the handler was not cancelled"
+    assert "cancelled" in rec, "the handler was not cancelled"
     print(f"\n[postgres/cancel] pg_sleep gone from pg_stat_activity {query_gone_ms:.0f} ms after the client left "
           f"(pool whole after <= {pool_back_ms:.0f} ms)")
     assert query_gone_ms < 2000
@@ -163,8 +168,8 @@ def test_cancel_policy_stops_the_query_and_returns_the_connection(postgres: PgCl
 
 def test_notify_policy_app_cancels_the_query_itself(postgres: PgCluster) -> None:
     rec, query_gone_ms, pool_back_ms = run_scenario(postgres, "notify")
-    assert rec.seen("disconnect_seen"), "tether.disconnect.wait() never returned"
-    assert rec.seen("query_cancelled"), "the query task was not cancelled by the app"
+    assert "disconnect_seen" in rec, "tether.disconnect.wait() never returned"
+    assert "query_cancelled" in rec, "the query task was not cancelled by the app"
     print(f"\n[postgres/notify] pg_sleep gone from pg_stat_activity {query_gone_ms:.0f} ms after the client left "
           f"(pool whole after <= {pool_back_ms:.0f} ms)")
     assert query_gone_ms < 2000

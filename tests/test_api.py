@@ -15,7 +15,9 @@ import httpx
 import pytest
 
 import tether
-from tests.apps.edge_helpers import APPS, Tether, free_port, raw_request, tether_env, wait_until
+from tests.support.http1 import answers
+from tests.support.process import APPS, Tether, tether_env
+from tests.support.waiting import free_port, wait_until
 from tether import Config, ConfigError
 
 pytestmark = pytest.mark.timeout(60)
@@ -104,19 +106,12 @@ def test_run_with_options_as_keywords():
     """
     proc = python(code, port=port)
     try:
-        assert wait_until(lambda: _answers(port), timeout=15), proc.output()
+        proc.wait_serving(port)
         response = httpx.get(proc.url, timeout=5)
         assert response.headers["x-api"] == "yes" and "server" not in response.headers
         assert "Tether running on" not in proc.output()
     finally:
         proc.cleanup()
-
-
-def _answers(port: int) -> bool:
-    try:
-        return raw_request(port, timeout=1)[0] == 200
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("call,fragment", [
@@ -233,7 +228,8 @@ def test_serve_in_a_thread():
     port = free_port()
     served = ThreadedServe(_thread_app, Config(port=port, access_log=False))
     try:
-        assert wait_until(lambda: _answers(port) or served.done.is_set(), timeout=10), served.error
+        wait_until(lambda: answers(port) or served.done.is_set(), 10,
+                   lambda: f"serving or done (error: {served.error!r})", interval=0.05)
         assert served.error is None
         body = httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text
         assert body == served.thread.name and body != threading.current_thread().name
@@ -248,7 +244,8 @@ def test_serve_import_string():
     port = free_port()
     served = ThreadedServe("simple_apps:hello", Config(port=port, app_dir=str(APPS), access_log=False))
     try:
-        assert wait_until(lambda: _answers(port) or served.done.is_set(), timeout=10), served.error
+        wait_until(lambda: answers(port) or served.done.is_set(), 10,
+                   lambda: f"serving or done (error: {served.error!r})", interval=0.05)
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "hello, world"
     finally:
         served.stop()

@@ -13,16 +13,9 @@ import time
 import httpx
 import pytest
 
-from tests.apps.edge_helpers import (
-    assert_one_error_line,
-    console_script,
-    free_port,
-    raw_header_lines,
-    raw_request,
-    run_cli,
-    running,
-    wait_until,
-)
+from tests.support.http1 import raw_header_lines, raw_request
+from tests.support.process import assert_one_error_line, console_script, run_cli, running
+from tests.support.waiting import free_port, wait_until
 from tether import __version__
 from tether.cli import cli
 from tether.config import Config
@@ -173,7 +166,7 @@ def test_env_log_level_and_access_log():
     port = free_port()
     env = {"TETHER_PORT": str(port), "TETHER_LOG_LEVEL": "warning", "TETHER_ACCESS_LOG": "0"}
     with running("simple_apps:hello", port=port, env=env, ready=0) as srv:
-        assert wait_until(lambda: _answers(port), timeout=15), srv.output()
+        srv.wait_serving(port)
         for _ in range(3):
             assert raw_request(port)[0] == 200
         time.sleep(0.3)
@@ -187,13 +180,6 @@ def test_option_beats_env():
     with running("simple_apps:hello", "--header", "x-which:option", port=port,
                  env={"TETHER_PORT": str(port), "TETHER_HEADER": "x-which:env"}) as srv:
         assert httpx.get(srv.url, timeout=5).headers["x-which"] == "option"
-
-
-def _answers(port: int) -> bool:
-    try:
-        return raw_request(port, timeout=1)[0] == 200
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------- sockets
@@ -329,7 +315,7 @@ def test_log_level_info_hides_debug_lines():
 def test_log_level_warning_hides_info():
     port = free_port()
     with running("simple_apps:hello", "--log-level", "warning", "--port", str(port), port=False, ready=0) as srv:
-        assert wait_until(lambda: _answers(port), timeout=15), srv.output()
+        srv.wait_serving(port)
         assert raw_request(port)[0] == 200
         time.sleep(0.3)
         assert srv.stop() == 0
@@ -354,9 +340,10 @@ def test_log_config_json(tmp_path):
     path.write_text(json.dumps(config))
     port = free_port()
     with running("simple_apps:hello", "--log-config", str(path), "--port", str(port), port=False, ready=0) as srv:
-        assert wait_until(lambda: _answers(port), timeout=15), srv.output()
+        srv.wait_serving(port)
         assert raw_request(port, path="/logged")[0] == 200
-        assert wait_until(lambda: "/logged" in log_file.read_text(), timeout=5), log_file.read_text()
+        wait_until(lambda: "/logged" in log_file.read_text(), 5,
+                   lambda: f"/logged in the log file:\n{log_file.read_text()}", interval=0.05)
         text = log_file.read_text()
         assert "CUSTOM|tether.error|INFO|Tether running on" in text
         assert re.search(r'CUSTOM\|tether\.access\|INFO\|.*"GET /logged HTTP/1\.1" 200', text), text
@@ -377,8 +364,9 @@ def test_log_config_ini(tmp_path):
     )
     port = free_port()
     with running("simple_apps:hello", "--log-config", str(path), "--port", str(port), port=False, ready=0) as srv:
-        assert wait_until(lambda: _answers(port), timeout=15), srv.output()
-        assert wait_until(lambda: log_file.exists() and "INI tether.access" in log_file.read_text(), timeout=5)
+        srv.wait_serving(port)
+        wait_until(lambda: log_file.exists() and "INI tether.access" in log_file.read_text(), 5,
+                   "the access line in the log file", interval=0.05)
         assert "INI tether.error Tether running on" in log_file.read_text()
 
 

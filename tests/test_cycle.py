@@ -16,28 +16,10 @@ from tether.cycle import RequestCycle
 from tether.cycle.http import DONE, IDLE, START_PENDING, STREAMING, TRAILERS
 from tether.errors import ClientDisconnected
 from tether.logs import STATS
+from tests.support.fakes import FakeWorker
+from tests.support.logs import access_lines, warning_records
 
 pytestmark = pytest.mark.timeout(10)
-
-
-class FakeWorker:
-    """contract.Worker: what the cycle needs of the server."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, cancel: bool = False, grace: float = 0.0) -> None:
-        self.app: Callable = None  # type: ignore[assignment]
-        self.loop = loop
-        self.tasks: set = set()
-        self.in_flight = 0
-        self.limit_concurrency: int | None = None
-        self.cancel_on_disconnect = cancel
-        self.disconnect_grace = grace
-        self.timeout_request: float | None = None
-        self.tracks_work = cancel
-        self.access_log_format = "{request_line} {status} {bytes}{note}"
-        self.counted = 0
-
-    def request_counted(self) -> None:
-        self.counted += 1
 
 
 class FakeWire:
@@ -136,20 +118,6 @@ class Harness:
         self.loop.close()
 
 
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG, logger="tether")
-    return caplog
-
-
-def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "tether.access"]
-
-
-def errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "tether.error" and r.levelno >= logging.WARNING]
-
-
 START = {"type": "http.response.start", "status": 200, "headers": []}
 START_TRAILERS = {"type": "http.response.start", "status": 200, "headers": [], "trailers": True}
 
@@ -230,41 +198,41 @@ def test_row_send_raises_client_disconnected(state: int, message: dict) -> None:
 
 @pytest.mark.parametrize("exc", [ClientDisconnected("gone"), asyncio.CancelledError()], ids=["ClientDisconnected", "CancelledError"])
 @pytest.mark.parametrize("state", STATES.values(), ids=STATES.keys())
-def test_row_raising_the_disconnect_is_one_debug_line(state: int, exc: BaseException, logs: Any) -> None:
+def test_row_raising_the_disconnect_is_one_debug_line(state: int, exc: BaseException, tether_logs: Any) -> None:
     async def then(receive: Any, send: Any, seen: dict) -> None:
         raise exc
 
     h, seen = gone_in(state, then)
     h.finish()  # (the cycle reports the app's exception: the task itself ends normally)
     assert h.cycle.app_done
-    assert not errors(logs), [r.getMessage() for r in errors(logs)]
-    debug = [r for r in logs.records if r.name == "tether.error" and "after the client left" in r.getMessage()]
+    assert not warning_records(tether_logs), [r.getMessage() for r in warning_records(tether_logs)]
+    debug = [r for r in tether_logs.records if r.name == "tether.error" and "after the client left" in r.getMessage()]
     assert len(debug) == 1 and debug[0].levelno == logging.DEBUG and debug[0].exc_info is None
     h.close()
 
 
 @pytest.mark.parametrize("state", STATES.values(), ids=STATES.keys())
-def test_row_raising_something_else_is_an_error_with_traceback(state: int, logs: Any) -> None:
+def test_row_raising_something_else_is_an_error_with_traceback(state: int, tether_logs: Any) -> None:
     async def then(receive: Any, send: Any, seen: dict) -> None:
         raise ValueError("a real bug")
 
     h, seen = gone_in(state, then)
     h.finish()
-    found = errors(logs)
+    found = warning_records(tether_logs)
     assert len(found) == 1 and found[0].levelno == logging.ERROR and found[0].exc_info is not None
     assert "after the client left" in found[0].getMessage()
     h.close()
 
 
 @pytest.mark.parametrize("state", STATES.values(), ids=STATES.keys())
-def test_row_returning_logs_499_with_the_abandoned_time_unless_done(state: int, logs: Any) -> None:
+def test_row_returning_logs_499_with_the_abandoned_time_unless_done(state: int, tether_logs: Any) -> None:
     async def then(receive: Any, send: Any, seen: dict) -> None:
         await asyncio.sleep(0.05)  # abandoned work (unless the response was done)
 
     before = STATS.snapshot()
     h, seen = gone_in(state, then)
     h.finish()
-    lines = access_lines(logs)
+    lines = access_lines(tether_logs)
     after = STATS.snapshot()
     if state == DONE:
         assert lines == ["GET /x HTTP/1.1 200 3"]  # (the complete response, logged when it was delivered)
@@ -275,13 +243,13 @@ def test_row_returning_logs_499_with_the_abandoned_time_unless_done(state: int, 
         assert after["abandoned_requests"] == before["abandoned_requests"] + 1
         phase = "before_response" if state < STREAMING else "mid_stream"
         assert after["disconnects"][phase] == before["disconnects"][phase] + 1
-    assert not errors(logs)
+    assert not warning_records(tether_logs)
     h.close()
 
 
 @pytest.mark.parametrize("grace", [0.0, 0.1])
 @pytest.mark.parametrize("state", STATES.values(), ids=STATES.keys())
-def test_row_cancel_policy_cancels_unless_done(state: int, grace: float, logs: Any) -> None:
+def test_row_cancel_policy_cancels_unless_done(state: int, grace: float, tether_logs: Any) -> None:
     async def then(receive: Any, send: Any, seen: dict) -> None:
         await asyncio.sleep(0.5)
         seen["ran_on"] = True
@@ -295,8 +263,8 @@ def test_row_cancel_policy_cancels_unless_done(state: int, grace: float, logs: A
         assert seen.get("ran_on") and "cancelled" not in seen  # work after a complete response is never cancelled
     else:
         assert seen.get("cancelled") and "ran_on" not in seen
-        assert access_lines(logs)[-1].endswith(" cancelled")
-    assert not errors(logs)
+        assert access_lines(tether_logs)[-1].endswith(" cancelled")
+    assert not warning_records(tether_logs)
     h.close()
 
 
@@ -385,19 +353,19 @@ def test_messages_out_of_order_raise(messages: list, where: str) -> None:
     h.close()
 
 
-def test_app_failing_before_any_body_gets_500(logs: Any) -> None:
+def test_app_failing_before_any_body_gets_500(tether_logs: Any) -> None:
     async def app(scope: dict, receive: Any, send: Any) -> None:
         await send(START)
         raise ValueError("boom")
 
     h = run_app(app)
     assert ("send_error", 500) in h.wire.calls and "send_head" not in h.wire.names()
-    assert access_lines(logs) == ["GET /x HTTP/1.1 500 0"]
-    assert len(errors(logs)) == 1
+    assert access_lines(tether_logs) == ["GET /x HTTP/1.1 500 0"]
+    assert len(warning_records(tether_logs)) == 1
     h.close()
 
 
-def test_a_message_the_wire_refuses_still_gets_500(logs: Any) -> None:
+def test_a_message_the_wire_refuses_still_gets_500(tether_logs: Any) -> None:
     """The protocol refused the head (bad headers): the state did not move, so a 500 goes out."""
     async def app(scope: dict, receive: Any, send: Any) -> None:
         await send(START)
@@ -411,7 +379,7 @@ def test_a_message_the_wire_refuses_still_gets_500(logs: Any) -> None:
     h.close()
 
 
-def test_app_failing_mid_stream_aborts_and_says_so(logs: Any) -> None:
+def test_app_failing_mid_stream_aborts_and_says_so(tether_logs: Any) -> None:
     async def app(scope: dict, receive: Any, send: Any) -> None:
         await send(START)
         await send({"type": "http.response.body", "body": b"part", "more_body": True})
@@ -419,22 +387,22 @@ def test_app_failing_mid_stream_aborts_and_says_so(logs: Any) -> None:
 
     h = run_app(app)
     assert h.wire.names()[-2:] == ["abort_response", "app_finished"]
-    assert access_lines(logs) == ["GET /x HTTP/1.1 200 4 response aborted"]
+    assert access_lines(tether_logs) == ["GET /x HTTP/1.1 200 4 response aborted"]
     h.close()
 
 
 @pytest.mark.parametrize("state", [IDLE, START_PENDING, STREAMING], ids=["IDLE", "START_PENDING", "STREAMING"])
-def test_app_returning_early_is_an_error_and_answered(state: int, logs: Any) -> None:
+def test_app_returning_early_is_an_error_and_answered(state: int, tether_logs: Any) -> None:
     async def app(scope: dict, receive: Any, send: Any) -> None:
         await reach(state, send)
 
     h = run_app(app)
-    assert "returned without" in errors(logs)[0].getMessage()
+    assert "returned without" in warning_records(tether_logs)[0].getMessage()
     assert h.wire.names()[-2] == ("abort_response" if state == STREAMING else "response_complete")
     h.close()
 
 
-def test_cancelled_while_the_client_is_there_is_a_warning(logs: Any) -> None:
+def test_cancelled_while_the_client_is_there_is_a_warning(tether_logs: Any) -> None:
     async def app(scope: dict, receive: Any, send: Any) -> None:
         await asyncio.sleep(5)
 
@@ -443,12 +411,12 @@ def test_cancelled_while_the_client_is_there_is_a_warning(logs: Any) -> None:
     h.spin()
     h.cycle.task.cancel()  # (e.g. shutdown)
     h.loop.run_until_complete(asyncio.wait([h.cycle.task], timeout=2))
-    assert [r.levelno for r in errors(logs)] == [logging.WARNING]
+    assert [r.levelno for r in warning_records(tether_logs)] == [logging.WARNING]
     h.close()
 
 
 # ====================================================================== delivery: logged when the kernel has it
-def test_a_complete_response_is_logged_when_delivered_not_before(logs: Any) -> None:
+def test_a_complete_response_is_logged_when_delivered_not_before(tether_logs: Any) -> None:
     h = Harness()
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
@@ -458,15 +426,15 @@ def test_a_complete_response_is_logged_when_delivered_not_before(logs: Any) -> N
 
     h.start(app)
     h.spin()
-    assert h.wire.names()[-1] == "drain" and access_lines(logs) == []  # not yet
+    assert h.wire.names()[-1] == "drain" and access_lines(tether_logs) == []  # not yet
     h.wire.paused = False
     h.wire.drain_result.set_result(None)  # type: ignore[union-attr]
     h.finish()
-    assert access_lines(logs) == ["GET /x HTTP/1.1 200 100"]
+    assert access_lines(tether_logs) == ["GET /x HTTP/1.1 200 100"]
     h.close()
 
 
-def test_a_complete_response_cut_on_its_way_is_logged_499_cut(logs: Any) -> None:
+def test_a_complete_response_cut_on_its_way_is_logged_499_cut(tether_logs: Any) -> None:
     h = Harness(cancel=True)
     raised: list[BaseException] = []
 
@@ -486,9 +454,9 @@ def test_a_complete_response_cut_on_its_way_is_logged_499_cut(logs: Any) -> None
     h.wire.drain_result.set_exception(ClientDisconnected("write timeout"))  # type: ignore[union-attr]
     h.finish()
     assert isinstance(raised[0], ClientDisconnected) and raised[1] == "after"
-    assert access_lines(logs) == ["GET /x HTTP/1.1 499 100 response cut"]
+    assert access_lines(tether_logs) == ["GET /x HTTP/1.1 499 100 response cut"]
     assert STATS.snapshot()["disconnects"]["mid_stream"] == before + 1
-    assert not errors(logs)
+    assert not warning_records(tether_logs)
     h.close()
 
 

@@ -6,7 +6,6 @@ end: nothing abandoned, nothing cancelled) and vanishing (abandoned, counted, ca
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Callable
 
 import pytest
@@ -14,7 +13,8 @@ import pytest
 from tether.cycle import WebSocketCycle
 from tether.errors import ClientDisconnected
 from tether.logs import STATS
-from tests.test_cycle import FakeWorker, access_lines, errors
+from tests.support.fakes import FakeWorker
+from tests.support.logs import access_lines, warning_records
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -84,18 +84,12 @@ def finish(loop: asyncio.AbstractEventLoop, cycle: WebSocketCycle) -> None:
     assert cycle.app_done
 
 
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG, logger="tether")
-    return caplog
-
-
 async def accept(receive: Any, send: Any) -> None:
     assert (await receive()) == {"type": "websocket.connect"}
     await send({"type": "websocket.accept", "subprotocol": "chat"})
 
 
-def test_open_session_messages_both_ways_and_backpressure_accounting(logs: Any) -> None:
+def test_open_session_messages_both_ways_and_backpressure_accounting(tether_logs: Any) -> None:
     got: list[dict] = []
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
@@ -116,7 +110,7 @@ def test_open_session_messages_both_ways_and_backpressure_accounting(logs: Any) 
     assert wire.calls == [("accept", "chat"), ("consumed", 1), ("consumed", 0), ("text", "hé"), ("bytes", b"\x00\x01"),
                           ("close", 4000, "bye"), ("app_finished",)]
     assert cycle.session_closed
-    assert access_lines(logs) == ["WebSocket /chat 101 5 websocket closed 4000"]
+    assert access_lines(tether_logs) == ["WebSocket /chat 101 5 websocket closed 4000"]
     loop.close()
 
 
@@ -192,7 +186,7 @@ def test_malformed_messages_raise(message: dict, error: str) -> None:
 
 
 @pytest.mark.parametrize("clean", [True, False], ids=["close_frame", "vanished"])
-def test_how_the_peer_left_decides_abandoned_and_cancel(clean: bool, logs: Any) -> None:
+def test_how_the_peer_left_decides_abandoned_and_cancel(clean: bool, tether_logs: Any) -> None:
     seen: list[str] = []
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
@@ -215,7 +209,7 @@ def test_how_the_peer_left_decides_abandoned_and_cancel(clean: bool, logs: Any) 
     assert cycle.scope["extensions"]["tether.disconnect"].is_set()
     finish(loop, cycle)
     after = STATS.snapshot()
-    line = access_lines(logs)[-1]
+    line = access_lines(tether_logs)[-1]
     if clean:
         assert seen == ["websocket.disconnect 4001", "cleaned up"]
         assert line == "WebSocket /chat 101 0 websocket closed 4001"
@@ -224,7 +218,7 @@ def test_how_the_peer_left_decides_abandoned_and_cancel(clean: bool, logs: Any) 
         assert seen == ["websocket.disconnect 1006", "cancelled"]
         assert line.startswith("WebSocket /chat 101 0 websocket closed 1006 abandoned ") and line.endswith(" cancelled")
         assert after["disconnects"]["websocket"] == before["disconnects"]["websocket"] + 1
-    assert not errors(logs)
+    assert not warning_records(tether_logs)
     loop.close()
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, cli_server, serve
-from tests.test_disconnect_states import hang_up, http_request, server_idle
+from tests.support.disconnect import hang_up
+from tests.support.http1 import request
+from tests.support.server import ROOT, cli_server, serve, server_idle
 from tether import demo
 
 BROWSER_DIR = ROOT / "tests" / "browser"
@@ -38,7 +39,7 @@ def _ms(cell: str) -> float:
 def test_result_says_how_soon_the_app_was_told_after_the_client_left() -> None:
     with serve(demo.app, lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(http_request(path="/wait?id=t1"))
+        sock.sendall(request(path="/wait?id=t1"))
         time.sleep(0.2)  # the app is waiting on the disconnect signal by now
         wall_before = time.time()
         hang_up(sock, "fin")

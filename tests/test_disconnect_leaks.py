@@ -15,20 +15,12 @@ from typing import Any
 import pytest
 
 import tether
-from tests.conftest import serve
-from tests.test_disconnect_states import (
-    START,
-    Probe,
-    assert_prompt,
-    close_kinds,
-    hang_up,
-    http_request,
-    read_body,
-    recv_to_eof,
-    recv_until,
-    signal_of,
-    wait_until,
-)
+from tests.support.asgi import START, read_body, signal_of
+from tests.support.disconnect import assert_prompt, close_kinds, hang_up
+from tests.support.http1 import recv_to_eof, recv_until, request
+from tests.support.probe import Probe
+from tests.support.server import serve
+from tests.support.waiting import wait_until
 
 
 def _fd_count() -> int:
@@ -81,7 +73,7 @@ def test_pipelined_requests_behind_a_blocked_one(how: str, policy: str, order: t
 
     with serve(app, lifespan="off", on_disconnect=policy) as srv:
         sock = srv.connect()
-        sock.sendall(b"".join(http_request(path=path) for path in order))
+        sock.sendall(b"".join(request(path=path) for path in order))
         if order[0] != "/block":
             recv_until(sock, b"answer " + order[0].encode())
         probe.wait("started /block")
@@ -115,7 +107,7 @@ def test_pipelined_requests_then_half_close_all_answered(slow: int) -> None:
     paths[slow] = "/slow"
     with serve(app, lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(b"".join(http_request(path=path) for path in paths))
+        sock.sendall(b"".join(request(path=path) for path in paths))
         sock.shutdown(socket.SHUT_WR)
         data = recv_to_eof(sock)
         sock.close()
@@ -147,12 +139,12 @@ def test_thousand_reset_requests_leave_nothing_behind(policy: str) -> None:
             raise
         probe.mark("told")
 
-    request = http_request(path="/work")
+    raw = request(path="/work")
     with serve(app, lifespan="off", on_disconnect=policy) as srv:
         stats_before = tether.stats()
         # Warm up once, so that anything created lazily on first use is in the baseline.
         sock = srv.connect()
-        sock.sendall(request)
+        sock.sendall(raw)
         probe.wait("started")
         hang_up(sock, "rst")
         probe.wait("told")
@@ -169,7 +161,7 @@ def test_thousand_reset_requests_leave_nothing_behind(policy: str) -> None:
             base = probe.count("started")
             socks = [srv.connect() for _ in range(size)]
             for sock in socks:
-                sock.sendall(request)
+                sock.sendall(raw)
             if wait_for_all:
                 # Reset once every request of the batch has reached the app...
                 probe.wait_count("started", base + size, 10)

@@ -21,22 +21,12 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import tether
-from tests.conftest import serve
-from tests.test_disconnect_states import (
-    START,
-    WITHIN,
-    Probe,
-    assert_prompt,
-    close_kinds,
-    error_records,
-    hang_up,
-    http_request,
-    read_body,
-    recv_until,
-    server_idle,
-    signal_of,
-    tether_logs,  # noqa: F401 - the fixture
-)
+from tests.support.asgi import START, read_body, signal_of
+from tests.support.disconnect import WITHIN, assert_prompt, close_kinds, hang_up
+from tests.support.http1 import recv_until, request
+from tests.support.logs import error_records
+from tests.support.probe import Probe
+from tests.support.server import serve, server_idle
 from tether.contrib import disconnect_event
 
 
@@ -62,7 +52,7 @@ def test_cancel_policy_cancels_the_app_task(how: str) -> None:
     probe = Probe()
     with serve(_sleeper(probe, 30), lifespan="off", on_disconnect="cancel") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         probe.wait("started")
         left = hang_up(sock, how)
         assert_prompt(probe, "cancelled", left)
@@ -75,7 +65,7 @@ def test_cancel_policy_waits_for_the_grace_period(how: str) -> None:
     probe = Probe()
     with serve(_sleeper(probe, 30), lifespan="off", on_disconnect="cancel", disconnect_grace=0.5) as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         probe.wait("started")
         left = hang_up(sock, how)
         delay = assert_prompt(probe, "cancelled", left, within=0.5 + WITHIN)
@@ -102,7 +92,7 @@ def test_app_that_finishes_within_the_grace_period_is_not_cancelled(how: str) ->
     with serve(app, lifespan="off", on_disconnect="cancel", disconnect_grace=1.0) as srv:
         before = tether.stats()
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         probe.wait("started")
         left = hang_up(sock, how)
         assert_prompt(probe, "told", left)
@@ -120,7 +110,7 @@ def test_notify_policy_never_cancels(how: str) -> None:
     probe = Probe()
     with serve(_sleeper(probe, 0.6), lifespan="off") as srv:  # on_disconnect="notify" is the default
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         probe.wait("started")
         hang_up(sock, how)
         probe.wait("finished", 3)
@@ -165,7 +155,7 @@ def test_shield_delays_the_cancel_until_it_exits(how: str, form: str) -> None:
 
     with serve(app, lifespan="off", on_disconnect="cancel") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         probe.wait("shielded")
         left = hang_up(sock, how)
         cancelled = probe.wait("cancelled", 5)
@@ -227,7 +217,7 @@ def test_cancel_releases_locks_and_pooled_resources(how: str) -> None:
 
     with serve(app, lifespan="off", on_disconnect="cancel") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         probe.wait("holding")
         left = hang_up(sock, how)
         assert_prompt(probe, "cancelled", left)
@@ -259,7 +249,7 @@ def test_complete_response_is_never_cancelled(how: str) -> None:
 
     with serve(app, lifespan="off", on_disconnect="cancel") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         recv_until(sock, b"complete")
         hang_up(sock, how)
         probe.wait("background_done", 3)
@@ -294,7 +284,7 @@ def test_starlette_background_task_is_never_cancelled(how: str, middleware: bool
     app = Starlette(routes=[Route("/", route)], middleware=[Middleware(Passthrough)] if middleware else [])
     with serve(app, lifespan="off", on_disconnect="cancel") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         recv_until(sock, b"complete")
         hang_up(sock, how)
         probe.wait("background_done", 3)
@@ -324,7 +314,7 @@ def test_extension_is_set_wait_and_event(how: str) -> None:
 
     with serve(app, lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         probe.wait("before")
         assert probe.value("before") == (False, True, False)
         left = hang_up(sock, how)
@@ -357,7 +347,7 @@ def test_extension_event_is_set_on_disconnect(how: str) -> None:
         for path, expected in (("/early", True), ("/late", ("http.disconnect", True, True))):
             probe = Probe()
             sock = srv.connect()
-            sock.sendall(http_request(path=path))
+            sock.sendall(request(path=path))
             probe.wait("ready")
             left = hang_up(sock, how)
             assert_prompt(probe, "disconnect", left)
@@ -383,7 +373,7 @@ def test_extension_left_at_is_when_the_client_left(how: str, phase: str) -> None
 
     with serve(app, lifespan="off") as srv:  # in this process: the test's clock is the server's
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         if phase == "mid_stream":
             recv_until(sock, b"part")
         probe.wait("before")
@@ -423,7 +413,7 @@ def test_extension_reaches_route_behind_base_http_middleware(how: str, tether_lo
         ok = httpx.get(srv.url + "/nope", timeout=5)  # the middleware is really in the chain
         assert ok.status_code == 404 and ok.headers["x-middleware"] == "yes"
         sock = srv.connect()
-        sock.sendall(http_request(path="/slow"))
+        sock.sendall(request(path="/slow"))
         probe.wait("started")
         left = hang_up(sock, how)
         assert_prompt(probe, "disconnect", left)
@@ -451,7 +441,7 @@ def test_cancel_reaches_route_behind_base_http_middleware(how: str, tether_logs:
     app = Starlette(routes=[Route("/slow", slow)], middleware=[Middleware(Passthrough)])
     with serve(app, lifespan="off", on_disconnect="cancel") as srv:
         sock = srv.connect()
-        sock.sendall(http_request(path="/slow"))
+        sock.sendall(request(path="/slow"))
         probe.wait("started")
         left = hang_up(sock, how)
         assert_prompt(probe, "cancelled", left)
@@ -478,7 +468,7 @@ def test_fastapi_disconnect_event_dependency_behind_middleware(how: str, tether_
 
     with serve(api, lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(http_request(path="/report"))
+        sock.sendall(request(path="/report"))
         probe.wait("started")
         left = hang_up(sock, how)
         assert_prompt(probe, "disconnect", left)
@@ -508,9 +498,9 @@ def _phase_app(probe: Probe) -> Any:
 
 
 PHASES = {
-    "mid_body": http_request("POST", "/upload", (("Content-Length", "1000"),)) + b"x" * 10,
-    "before_response": http_request(path="/wait"),
-    "mid_stream": http_request(path="/stream"),
+    "mid_body": request("POST", "/upload", (("Content-Length", "1000"),)) + b"x" * 10,
+    "before_response": request(path="/wait"),
+    "mid_stream": request(path="/stream"),
 }
 
 
@@ -550,7 +540,7 @@ def test_stats_count_cancelled_requests(how: str, tether_logs: Any) -> None:
     with serve(_sleeper(probe, 30, cleanup=0.05), lifespan="off", on_disconnect="cancel") as srv:
         before = tether.stats()
         sock = srv.connect()
-        sock.sendall(http_request(path="/cancel-me"))
+        sock.sendall(request(path="/cancel-me"))
         probe.wait("started")
         left = hang_up(sock, how)
         assert_prompt(probe, "cancelled", left)

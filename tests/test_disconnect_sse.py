@@ -20,18 +20,11 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from tests.conftest import serve
-from tests.test_disconnect_states import (
-    Probe,
-    assert_prompt,
-    close_kinds,
-    error_records,
-    hang_up,
-    http_request,
-    recv_until,
-    server_idle,
-    tether_logs,  # noqa: F401 - the fixture
-)
+from tests.support.disconnect import assert_prompt, close_kinds, hang_up
+from tests.support.http1 import recv_until, request
+from tests.support.logs import error_records
+from tests.support.probe import Probe
+from tests.support.server import serve, server_idle
 
 
 def _events(probe: Probe, first: Any) -> Callable[[], AsyncIterator[Any]]:
@@ -121,7 +114,7 @@ def _run_sse(app: Any, first: bytes, how: str, tether_logs: Any, label: str, **o
     probe = app_probe = Probe()
     with serve(app(app_probe), lifespan="off", **options) as srv:
         sock = srv.connect()
-        sock.sendall(http_request(path="/events", headers=(("Accept", "text/event-stream"),)))
+        sock.sendall(request(path="/events", headers=(("Accept", "text/event-stream"),)))
         head = recv_until(sock, first)
         assert head.startswith(b"HTTP/1.1 200 "), head
         probe.wait("yielded")

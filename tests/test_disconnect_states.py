@@ -3,161 +3,28 @@
 Every scenario runs against a real Tether over a raw socket, once with a FIN (``close()``) and
 once with an RST (``SO_LINGER {1, 0}`` then ``close()``). The app reports what it saw, with a
 ``time.monotonic()`` timestamp, through a ``Probe``; the test compares it with the moment the
-client hung up. The 1 s bound is generous on purpose (loopback delivers FIN/RST in microseconds):
-a server that only notices when the app finishes, or on the next read, fails it by seconds.
-
-The helpers at the top are shared by the other test_disconnect_*.py files.
+client hung up (tests/support/disconnect.py). The 1 s bound is generous on purpose (loopback
+delivers FIN/RST in microseconds): a server that only notices when the app finishes, or on the
+next read, fails it by seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
-import struct
-import threading
 import time
 from typing import Any, Callable
 
 import pytest
 
 import tether
-from tests.conftest import serve, wait_until
-
-WITHIN = 1.0  # seconds: the generous bound for "the app learns at once"
-HOWS = ("fin", "rst")
-close_kinds = pytest.mark.parametrize("how", HOWS)
-
-
-# ---------------------------------------------------------------------- shared helpers
-class Probe:
-    """What the app saw, and when (``time.monotonic()``); safe across the server thread."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.times: dict[str, float] = {}
-        self.values: dict[str, Any] = {}
-        self.counts: dict[str, int] = {}
-
-    def mark(self, name: str, value: Any = None) -> None:
-        with self._cond:
-            self.counts[name] = self.counts.get(name, 0) + 1
-            if name not in self.times:
-                self.times[name] = time.monotonic()
-                self.values[name] = value
-            self._cond.notify_all()
-
-    def wait(self, name: str, timeout: float = 5.0) -> float:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while name not in self.times:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"the app never reported {name!r} within {timeout} s (saw {sorted(self.times)})")
-                self._cond.wait(left)
-            return self.times[name]
-
-    def wait_count(self, name: str, count: int, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self.counts.get(name, 0) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"{name!r} reported {self.counts.get(name, 0)} times, expected {count}")
-                self._cond.wait(left)
-
-    def count(self, name: str) -> int:
-        with self._cond:
-            return self.counts.get(name, 0)
-
-    def __contains__(self, name: str) -> bool:
-        with self._cond:
-            return name in self.times
-
-    def value(self, name: str) -> Any:
-        with self._cond:
-            return self.values[name]
-
-
-def hang_up(sock: socket.socket, how: str) -> float:
-    """Close like a client that leaves: "fin" (plain close) or "rst" (abortive close)."""
-    if how == "rst":
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    else:
-        assert how == "fin"
-    left = time.monotonic()  # before close(): on loopback the server may react before it returns
-    sock.close()
-    return left
-
-
-def assert_prompt(probe: Probe, name: str, left_at: float, within: float = WITHIN) -> float:
-    """The app reported ``name`` less than ``within`` seconds after the client left."""
-    seen = probe.wait(name, timeout=within + 4)
-    delay = seen - left_at
-    assert delay < within, f"the app saw {name!r} {delay * 1000:.0f} ms after the client left (limit {within * 1000:.0f} ms)"
-    return delay
-
-
-def http_request(method: str = "GET", path: str = "/", headers: tuple = (), body: bytes = b"") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def recv_until(sock: socket.socket, marker: bytes, timeout: float = 5.0, data: bytes = b"") -> bytes:
-    deadline = time.monotonic() + timeout
-    while marker not in data:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"{marker!r} not received within {timeout} s; got {data[:300]!r}")
-        sock.settimeout(left)
-        try:
-            more = sock.recv(65536)
-        except socket.timeout:
-            continue
-        if not more:
-            raise AssertionError(f"connection closed before {marker!r}; got {data[:300]!r}")
-        data += more
-    return data
-
-
-def recv_to_eof(sock: socket.socket, timeout: float = 5.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    data = b""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"the server did not close within {timeout} s; got {data[:300]!r}")
-        sock.settimeout(left)
-        try:
-            more = sock.recv(65536)
-        except socket.timeout:
-            continue
-        if not more:
-            return data
-        data += more
-
-
-def server_idle(srv: Any, timeout: float = 5.0) -> None:
-    """Every app task of the server has finished (so counters and logs are final)."""
-    wait_until(lambda: srv.call(lambda: not srv.state.tasks), timeout, "no app task left")
-
-
-def signal_of(scope: dict) -> Any:
-    return scope["extensions"]["tether.disconnect"]
-
-
-START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
-
-
-async def read_body(receive: Any) -> bytes:
-    body = b""
-    while True:
-        message = await receive()
-        assert message["type"] == "http.request", message
-        body += message.get("body", b"")
-        if not message.get("more_body", False):
-            return body
+from tests.support.asgi import START, read_body, signal_of
+from tests.support.disconnect import assert_prompt, close_kinds, hang_up
+from tests.support.http1 import recv_to_eof, recv_until, request
+from tests.support.logs import error_records
+from tests.support.probe import Probe
+from tests.support.server import serve, server_idle
+from tests.support.waiting import wait_until
 
 
 # ---------------------------------------------------------------------- 1. states
@@ -173,7 +40,7 @@ def test_receive_after_body_returns_disconnect(how: str) -> None:
 
     with serve(app, lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         probe.wait("body")
         left = hang_up(sock, how)
         assert_prompt(probe, "disconnect", left)
@@ -204,7 +71,7 @@ def test_listener_task_told_while_app_is_busy_elsewhere(how: str) -> None:
 
     with serve(app, lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         probe.wait("busy")
         time.sleep(0.05)
         left = hang_up(sock, how)
@@ -236,10 +103,10 @@ def test_disconnect_mid_body_upload(how: str, framing: str) -> None:
 
     part = b"x" * 1000
     if framing == "chunked":
-        head = http_request("POST", "/upload", (("Transfer-Encoding", "chunked"),))
+        head = request("POST", "/upload", (("Transfer-Encoding", "chunked"),))
         data = head + b"%x\r\n%b\r\n" % (len(part), part)
     else:
-        data = http_request("POST", "/upload", (("Content-Length", "100000"),)) + part
+        data = request("POST", "/upload", (("Content-Length", "100000"),)) + part
     with serve(app, lifespan="off") as srv:
         sock = srv.connect()
         sock.sendall(data)
@@ -275,7 +142,7 @@ def test_disconnect_while_reading_is_paused_for_backpressure(how: str) -> None:
 
     with serve(app, lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(http_request("POST", "/upload", (("Content-Length", str(10 * 1024 * 1024)),)))
+        sock.sendall(request("POST", "/upload", (("Content-Length", str(10 * 1024 * 1024)),)))
         probe.wait("started")
         if how == "fin":
             # A FIN queued behind bytes the server has not read reaches it only if the bytes
@@ -324,7 +191,7 @@ def test_disconnect_during_streamed_response(how: str) -> None:
 
     with serve(app, lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         recv_until(sock, b"tick 1\n")
         left = hang_up(sock, how)
         assert_prompt(probe, "disconnect", left)
@@ -357,7 +224,7 @@ def test_blocked_send_raises_when_client_leaves(how: str) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.settimeout(5)
         sock.connect(("127.0.0.1", srv.port))
-        sock.sendall(http_request())
+        sock.sendall(request())
         probe.wait("sent")
 
         def blocked() -> bool:
@@ -404,7 +271,7 @@ def test_half_close_still_gets_its_response() -> None:
     probe = Probe()
     with serve(_answer_after_300ms(probe), lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         sock.shutdown(socket.SHUT_WR)
         data = recv_to_eof(sock)
         sock.close()
@@ -422,7 +289,7 @@ def test_full_close_after_complete_request_is_a_disconnect(how: str) -> None:
     probe = Probe()
     with serve(_answer_after_300ms(probe), lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         probe.wait("started")
         hang_up(sock, how)
         probe.wait("told_before_answer")
@@ -447,7 +314,7 @@ def test_full_close_is_seen_before_the_app_answers(how: str) -> None:
 
     with serve(app, lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         probe.wait("started")
         left = hang_up(sock, how)
         assert_prompt(probe, "disconnect", left)
@@ -473,7 +340,7 @@ def test_receive_after_complete_response_returns_disconnect_at_once() -> None:
 
     with serve(app, lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())  # keep-alive: the connection stays open
+        sock.sendall(request())  # keep-alive: the connection stays open
         recv_until(sock, b"done")
         probe.wait("receive")
         message, took = probe.value("receive")
@@ -509,7 +376,7 @@ def test_receive_after_complete_response_with_unread_body_does_not_hang(headers:
 
     with serve(app, lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(http_request("POST", "/", headers) + body)
+        sock.sendall(request("POST", "/", headers) + body)
         recv_until(sock, b"early answer")
         probe.wait("messages")
         messages = probe.value("messages")
@@ -547,7 +414,7 @@ def test_send_after_disconnect_always_raises(how: str, started: bool) -> None:
 
     with serve(app, lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         probe.wait("ready")
         hang_up(sock, how)
         probe.wait("outcomes")
@@ -557,25 +424,6 @@ def test_send_after_disconnect_always_raises(how: str, started: bool) -> None:
             assert isinstance(outcome, tether.ClientDisconnected), outcomes
             assert isinstance(outcome, OSError)
         server_idle(srv)
-
-
-@pytest.fixture
-def tether_logs(caplog: pytest.LogCaptureFixture) -> Any:
-    """caplog sees tether.error (DEBUG and up) and tether.access, whatever logging set-up ran."""
-    logger = logging.getLogger("tether")
-    propagate = logger.propagate
-    logger.propagate = True
-    caplog.set_level(logging.INFO, logger="tether.access")
-    caplog.set_level(logging.DEBUG, logger="tether.error")
-    caplog.handler.setLevel(logging.DEBUG)  # set_level also sets the handler level: keep the lower one
-    try:
-        yield caplog
-    finally:
-        logger.propagate = propagate
-
-
-def error_records(caplog: pytest.LogCaptureFixture) -> list:
-    return [r for r in caplog.records if r.name.startswith("tether") and r.levelno >= logging.ERROR]
 
 
 @close_kinds
@@ -592,7 +440,7 @@ def test_client_disconnected_propagating_from_the_app_is_not_logged_as_error(how
 
     with serve(app, lifespan="off") as srv:
         sock = srv.connect()
-        sock.sendall(http_request())
+        sock.sendall(request())
         recv_until(sock, b"tick 0\n")
         hang_up(sock, how)
         server_idle(srv)

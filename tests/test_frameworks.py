@@ -25,7 +25,8 @@ import pytest
 
 from tether.lifespan import LifespanFailed
 
-from tests.conftest import ROOT, cli_server, serve
+from tests.support.server import ROOT, cli_server, serve
+from tests.support.waiting import wait_until
 
 FRAMEWORKS = ["starlette", "fastapi", "django"]
 DJANGO_SETTINGS = "tests.apps.frameworks.django_site.settings"
@@ -97,15 +98,6 @@ def client_for(servers):
 
 def expected_lines(n: int) -> str:
     return "".join(f"line {i}\n" for i in range(n))
-
-
-def wait_until(predicate, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 # ---------------------------------------------------------------------- common to all three
@@ -320,7 +312,7 @@ def test_starlette_background_task_runs_after_response(client_for):
     key = f"bg-{time.monotonic_ns()}"
     response = client_for("starlette").get("/background", params={"key": key})
     assert response.status_code == 200 and response.text == "accepted"
-    assert wait_until(lambda: EVENTS.get(key) == "background done", 3.0), EVENTS.get(key)
+    wait_until(lambda: EVENTS.get(key) == "background done", 3.0, lambda: f"background done (now {EVENTS.get(key)!r})")
 
 
 # ---------------------------------------------------------------------- forms
@@ -473,7 +465,8 @@ def test_starlette_streaming_generator_closed_when_client_leaves(servers):
         assert EVENTS.get(key) == "started"
 
     _send_and_close(srv.port, f"GET /endless?key={key} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), read_some)
-    assert wait_until(lambda: EVENTS.get(key) == "generator closed", 2.0), EVENTS.get(key)
+    wait_until(lambda: EVENTS.get(key) == "generator closed", 2.0,
+               lambda: f"generator closed (now {EVENTS.get(key)!r})")
 
 
 def test_django_async_view_cancelled_when_client_leaves(servers):
@@ -483,11 +476,11 @@ def test_django_async_view_cancelled_when_client_leaves(servers):
     key = f"slow-{time.monotonic_ns()}"
 
     def wait_started(sock: socket.socket) -> None:
-        assert wait_until(lambda: EVENTS.get(key) == "started", 5.0), "the view never started"
+        wait_until(lambda: EVENTS.get(key) == "started", 5.0, "the view started")
 
     _send_and_close(srv.port, f"GET /slow?key={key} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(), wait_started)
     # Django cancels the view when receive() reports http.disconnect.
-    assert wait_until(lambda: EVENTS.get(key) == "cancelled", 2.0), EVENTS.get(key)
+    wait_until(lambda: EVENTS.get(key) == "cancelled", 2.0, lambda: f"cancelled (now {EVENTS.get(key)!r})")
 
 
 # ---------------------------------------------------------------------- through the CLI

@@ -22,7 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import fuzz
-from tests.conftest import ROOT, serve, wait_until
+from tests.support.http1 import read_until_closed
+from tests.support.server import ROOT, serve
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 SERVER = dict(timeout_keep_alive=1, timeout_request_header=2, timeout_request_body=2, timeout_write=2,
@@ -58,7 +60,6 @@ def server():
 def exchange(port: int, data: bytes, timeout: float = fuzz.HANG_TIMEOUT) -> bytes:
     """Send data, half-close, read to EOF. An AssertionError if the server neither answers nor closes."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    received = bytearray()
     deadline = time.monotonic() + timeout
     try:
         try:
@@ -66,17 +67,10 @@ def exchange(port: int, data: bytes, timeout: float = fuzz.HANG_TIMEOUT) -> byte
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # the server closed first (an error answer on an early part): read what it said
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                break
-            except ConnectionResetError:
-                return bytes(received)
-            if not chunk:
-                return bytes(received)
-            received += chunk
-        raise AssertionError(f"hang: no close within {timeout}s after {data[:200]!r}; got {bytes(received[:200])!r}")
+        received, closed = read_until_closed(sock, max(0.0, deadline - time.monotonic()))
+        if closed:
+            return received
+        raise AssertionError(f"hang: no close within {timeout}s after {data[:200]!r}; got {received[:200]!r}")
     finally:
         sock.close()
 

@@ -19,8 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.apps.edge_helpers import free_port, pid_alive, raw_request, running, wait_until
-from tests.test_workers import RequestLoop
+from tests.support.http1 import RequestLoop, raw_request
+from tests.support.process import pid_alive, running
+from tests.support.tls import Certs
+from tests.support.waiting import free_port, wait_until
 
 gunicorn = pytest.importorskip("gunicorn")
 pytestmark = pytest.mark.timeout(90)
@@ -94,8 +96,6 @@ def test_http1_h2_prior_knowledge_and_websocket_through_gunicorn():
 
 
 def test_tls_from_gunicorn_settings_with_h2_by_alpn(tmp_path):
-    from tests.test_tls import Certs
-
     certs = Certs(tmp_path)
     with Gunicorn("--certfile", str(certs.cert_file), "--keyfile", str(certs.key_file)) as srv:
         assert f"https://127.0.0.1:{srv.port}" in srv.output()
@@ -223,7 +223,7 @@ def test_heartbeat_keeps_a_busy_worker_and_timeout_kills_a_blocked_one():
         assert f"Worker {first} aborted by the arbiter (--timeout 2 s): its event loop was blocked in" in out
         assert "time.sleep(" in out  # where it was stuck
         srv.wait_ready(2, timeout=20)
-        assert wait_until(lambda: not pid_alive(first), timeout=10)
+        wait_until(lambda: not pid_alive(first), 10, "the first worker gone", interval=0.05)
         assert get_pid(srv.port) != first
         out = srv.output()
         assert "SystemExit" not in out and "Exception in ASGI application" not in out and "Worker failed to boot" not in out
@@ -264,15 +264,16 @@ def test_sighup_replaces_workers_without_failed_requests():
     with Gunicorn(workers=2) as srv:
         old = set(srv.worker_pids())
         with RequestLoop(srv.port) as loop:
-            assert wait_until(lambda: loop.ok >= 20, timeout=10)
+            wait_until(lambda: loop.ok >= 20, 10, "20 requests served", interval=0.05)
             slow = InFlight(srv.port, "/sleep?s=1.5")
             time.sleep(0.3)
             srv.send_signal(signal.SIGHUP)
             srv.wait_for("Handling signal: hup")
             srv.wait_ready(4, timeout=30)
-            assert wait_until(lambda: not any(pid_alive(pid) for pid in old), timeout=20), srv.output()
+            wait_until(lambda: not any(pid_alive(pid) for pid in old), 20,
+                       lambda: f"the old workers gone:\n{srv.output()}", interval=0.05)
             served = loop.ok
-            assert wait_until(lambda: loop.ok >= served + 20, timeout=10)
+            wait_until(lambda: loop.ok >= served + 20, 10, "20 more requests served", interval=0.05)
         result = slow.join()
         assert isinstance(result, tuple) and result[0] == 200, result  # in flight across the reload
         assert loop.failures == [], loop.failures[:5]
@@ -320,7 +321,8 @@ def test_max_requests_replaces_the_worker_without_failed_requests():
     with Gunicorn("--max-requests", "10") as srv:
         first = srv.worker_pids()[0]
         with RequestLoop(srv.port) as loop:
-            assert wait_until(lambda: loop.ok >= 40, timeout=30), (loop.ok, loop.failures[:3])
+            wait_until(lambda: loop.ok >= 40, 30,
+                       lambda: f"40 requests served ({loop.ok}, {loop.failures[:3]})", interval=0.05)
         assert loop.failures == [], loop.failures[:5]
         assert len(set(loop.pids)) >= 3 and first in loop.pids
         out = srv.output()
@@ -348,5 +350,5 @@ def test_unix_socket_bind_and_gunicorn_reload(tmp_path):
             app.write_text(app.read_text() + "\n# changed\n")
             srv.wait_for("Worker reloading", timeout=15)
             srv.wait_ready(2, timeout=15)
-            assert wait_until(lambda: not pid_alive(first), timeout=10)
+            wait_until(lambda: not pid_alive(first), 10, "the first worker gone", interval=0.05)
             assert client.get("http://test/").json()["pid"] != first

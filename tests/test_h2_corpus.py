@@ -1,190 +1,48 @@
 """HTTP/2 conformance corpus of our own (h2spec's binary is not available), organised by
 RFC 9113 / RFC 7541 section like h2spec, plus Tether's flood limits.
 
-Frames are built by hand (9-byte header + payload) on raw sockets, so that malformed input is
-possible; valid header blocks come from ``hpack.Encoder``, invalid ones are hand-made bytes; the
-server's frames are parsed here. Each case asserts what RFC 9113 requires:
+Frames are built by hand on raw sockets (tests/support/h2.py), so that malformed input is
+possible; valid header blocks come from ``hpack.Encoder``, invalid ones are hand-made bytes. Each
+case has one expected outcome, the one RFC 9113 requires:
 
 * a connection error: GOAWAY with the exact code, then the connection closed;
 * a stream error: RST_STREAM with the exact code on that stream, and the connection still
   serving (a request on a new stream gets its 200).
 
-Where the RFC lets the endpoint choose (e.g. §4.2 for DATA, §5.1 "closed"), the case pins what
-Tether does. Where h2 answers otherwise than the RFC requires, the case asserts the RFC and is
-marked ``xfail(strict=True)`` with the observed answer as its reason (see RFC_MISMATCH)."""
+Where the RFC lets the endpoint choose (e.g. §4.2 for DATA, §5.1 "closed", the answer to a header
+list over the advertised limit), the case pins what Tether does and says so. Where h2 (or
+hyperframe) answers otherwise than the RFC requires and Tether cannot override it, the case
+asserts the RFC and is marked ``xfail(strict=True)`` with the library's answer as its reason
+(see RFC_MISMATCH): it fails loudly the day the library changes.
+
+This file merges the two corpora written earlier (test_h2_conformance.py, which accepted either
+a stream or a connection error where h2spec does, and this strict one): a case both held is here
+once, with the strict outcome."""
 
 from __future__ import annotations
 
 import select
-import socket
 import struct
 import time
 from typing import Any, Iterator
 
-import hpack
 import pytest
 
-from tests.conftest import serve
-from tests.h2raw import (
-    body_echo_app,
-    ACK, COMPRESSION_ERROR, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM,
-    FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS, NO_ERROR, PADDED, PING, PREFACE, PRIORITY,
-    PRIORITY_FLAG, PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, SETTINGS, STREAM_CLOSED, TIMEOUT,
-    WINDOW_UPDATE, frame, ping, request_headers, rst, settings, window_update,
+from tests.support.h2 import (
+    ACK, COMPRESSION_ERROR, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENABLE_PUSH, ENHANCE_YOUR_CALM,
+    FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADER_TABLE_SIZE, HEADERS, INITIAL_WINDOW_SIZE,
+    MAX_CONCURRENT_STREAMS, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, MAX_WINDOW, NO_ERROR, PADDED, PING, PREFACE,
+    PRIORITY, PRIORITY_FLAG, PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, SETTINGS, STREAM_CLOSED, WINDOW_UPDATE,
+    RawH2, body_echo_app, frame, goaway, ping, priority, request_headers, rst, settings, window_update,
 )
+from tests.support.server import serve
 
 pytestmark = pytest.mark.timeout(60)
-
-# Settings, RFC 9113 §6.5.2.
-HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE = \
-    range(1, 7)
-MAX_WINDOW = 2**31 - 1
 
 
 def RFC_MISMATCH(observed: str) -> Any:  # noqa: N802 (reads as a marker)
     """The case asserts RFC 9113; h2 (or Tether) answers otherwise: reported, kept visible."""
     return pytest.mark.xfail(strict=True, reason=f"RFC mismatch, observed: {observed}")
-
-
-# ---------------------------------------------------------------------- frames by hand
-def priority(stream: int, depends_on: int, weight: int = 15) -> bytes:
-    return frame(PRIORITY, 0, stream, struct.pack(">IB", depends_on, weight))
-
-
-def goaway(stream: int = 0, last: int = 0, code: int = NO_ERROR) -> bytes:
-    return frame(GOAWAY, 0, stream, struct.pack(">II", last, code))
-
-
-class Frame:
-    def __init__(self, kind: int, flags: int, stream: int, payload: bytes) -> None:
-        self.kind, self.flags, self.stream, self.payload = kind, flags, stream, payload
-
-    def __repr__(self) -> str:
-        return f"Frame(type={self.kind}, flags={self.flags:#x}, stream={self.stream}, {self.payload[:24]!r})"
-
-
-class Peer:
-    """A client connection after the preface exchange: our SETTINGS sent, the server's read
-    and ACKed. Every read has a deadline."""
-
-    def __init__(self, port: int, our_settings: tuple = (), preface: bytes | None = None) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.buf = b""
-        self.closed = False
-        self.encoder = hpack.Encoder()
-        self.decoder = hpack.Decoder()
-        self.last_goaway: tuple[int, int] | None = None  # (last stream id, code)
-        self.sock.sendall(PREFACE + settings(*our_settings) if preface is None else preface)
-        if preface is not None:
-            return
-        first = self.read_frame()
-        assert first is not None and first.kind == SETTINGS and not first.flags & ACK, first
-        pairs = range(0, len(first.payload), 6)
-        self.server_settings = dict(struct.unpack(">HI", first.payload[i:i + 6]) for i in pairs)
-        self.sock.sendall(settings(ack=True))
-
-    # -- sending
-    def send(self, data: bytes) -> None:
-        try:
-            self.sock.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self.closed = True
-
-    def block(self, headers: list) -> bytes:
-        return self.encoder.encode(headers)
-
-    def headers(self, stream: int, headers: list, end_stream: bool = True, flags: int = END_HEADERS) -> bytes:
-        return frame(HEADERS, flags | (END_STREAM if end_stream else 0), stream, self.block(headers))
-
-    def request(self, stream: int, path: str = "/", end_stream: bool = True, **kwargs: Any) -> None:
-        self.send(self.headers(stream, request_headers(path, **kwargs), end_stream))
-
-    def post(self, stream: int, body: bytes, path: str = "/", extra: list | None = None) -> None:
-        self.send(self.headers(stream, request_headers(path, "POST", extra), end_stream=False)
-                  + frame(DATA, END_STREAM, stream, body))
-
-    # -- receiving
-    def _fill(self, deadline: float) -> bool:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        self.sock.settimeout(left)
-        try:
-            data = self.sock.recv(1 << 20)
-        except socket.timeout:
-            return False
-        except OSError:
-            data = b""
-        if not data:
-            self.closed = True
-            return False
-        self.buf += data
-        return True
-
-    def read_frame(self, timeout: float = TIMEOUT) -> Frame | None:
-        """The next frame, or None on timeout or close (``self.closed`` tells which)."""
-        deadline = time.monotonic() + timeout
-        while len(self.buf) < 9 or len(self.buf) < 9 + int.from_bytes(self.buf[:3], "big"):
-            if self.closed or not self._fill(deadline):
-                return None
-        length = int.from_bytes(self.buf[:3], "big")
-        kind, flags, stream = self.buf[3], self.buf[4], struct.unpack(">I", self.buf[5:9])[0] & MAX_WINDOW
-        payload, self.buf = self.buf[9:9 + length], self.buf[9 + length:]
-        return Frame(kind, flags, stream, payload)
-
-    def next_of(self, kind: int, timeout: float = 3.0) -> Frame | None:
-        """The next frame of ``kind`` (other frames skipped), None if none came in time."""
-        deadline = time.monotonic() + timeout
-        while (event := self.read_frame(max(0.0, deadline - time.monotonic()))) is not None:
-            if event.kind == kind:
-                return event
-        return None
-
-    def outcome(self, stream: int | None = None, timeout: float = 3.0) -> tuple:
-        """What the server did: ("goaway", code), ("rst", code) on ``stream``, ("response", status)
-        on ``stream``, ("closed",) without GOAWAY, or ("nothing",) within the timeout. PINGs are
-        answered, other frames skipped."""
-        deadline = time.monotonic() + timeout
-        while True:
-            event = self.read_frame(max(0.0, deadline - time.monotonic()))
-            if event is None:
-                return ("closed",) if self.closed else ("nothing",)
-            if event.kind == GOAWAY:
-                self.last_goaway = struct.unpack(">II", event.payload[:8])
-                return ("goaway", self.last_goaway[1])
-            if event.kind == RST_STREAM and (stream is None or event.stream == stream):
-                return ("rst", struct.unpack(">I", event.payload[:4])[0])
-            if event.kind == HEADERS and (stream is None or event.stream == stream):
-                headers = dict(self.decoder.decode(event.payload, raw=True))
-                return ("response", int(headers.get(b":status", b"0")))
-            if event.kind == PING and not event.flags & ACK:
-                self.send(ping(event.payload, ack=True))
-
-    def body(self, stream: int, timeout: float = 3.0) -> bytes:
-        """The DATA of ``stream`` up to END_STREAM (after its HEADERS were read)."""
-        data = b""
-        deadline = time.monotonic() + timeout
-        while (event := self.read_frame(max(0.0, deadline - time.monotonic()))) is not None:
-            if event.kind == DATA and event.stream == stream:
-                data += event.payload
-                if event.flags & END_STREAM:
-                    return data
-        raise AssertionError(f"stream {stream} did not end; got {data!r}")
-
-    def closes(self, timeout: float = 4.0) -> bool:
-        """The server closes the connection within ``timeout`` (frames in between skipped)."""
-        deadline = time.monotonic() + timeout
-        while self.read_frame(max(0.0, deadline - time.monotonic())) is not None:
-            pass
-        return self.closed
-
-    def still_serves(self, stream: int) -> bool:
-        """A fresh request on ``stream`` gets a 200 (the connection survived)."""
-        self.request(stream)
-        return self.outcome(stream) == ("response", 200)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 # ---------------------------------------------------------------------- servers
@@ -208,54 +66,54 @@ def h2_only_port() -> Iterator[int]:
 
 
 @pytest.fixture
-def conn(port: int) -> Iterator[Peer]:
-    peer = Peer(port)
+def conn(port: int) -> Iterator[RawH2]:
+    peer = RawH2(port)
     yield peer
     peer.close()
 
 
 # ---------------------------------------------------------------------- assertions
-def connection_error(conn: Peer, code: int) -> None:
+def connection_error(conn: RawH2, code: int) -> None:
     """GOAWAY with ``code``, then the server closes the connection."""
     assert conn.outcome() == ("goaway", code)
     assert conn.closes(), "the connection stayed open after GOAWAY"
 
 
-def stream_error(conn: Peer, stream: int, code: int, next_stream: int) -> None:
+def stream_error(conn: RawH2, stream: int, code: int, next_stream: int) -> None:
     """RST_STREAM ``code`` on ``stream``; a request on ``next_stream`` is still served."""
     assert conn.outcome(stream) == ("rst", code)
     assert conn.still_serves(next_stream)
 
 
-def answered(conn: Peer, stream: int = 1, body: bytes | None = None) -> None:
+def answered(conn: RawH2, stream: int = 1, body: bytes | None = None) -> None:
     assert conn.outcome(stream) == ("response", 200)
     if body is not None:
         assert conn.body(stream) == body
 
 
-def hblock(conn: Peer, path: str = "/", extra: list | None = None, method: str = "GET") -> bytes:
+def hblock(conn: RawH2, path: str = "/", extra: list | None = None, method: str = "GET") -> bytes:
     return conn.block(request_headers(path, method, extra))
 
 
-def open_post(conn: Peer, stream: int = 1, path: str = "/slow") -> None:
+def open_post(conn: RawH2, stream: int = 1, path: str = "/slow") -> None:
     """A request whose body is still to come: the stream is open."""
     conn.send(frame(HEADERS, END_HEADERS, stream, hblock(conn, path, method="POST")))
 
 
 # ---------------------------------------------------------------------- 3.4 / 3.5 connection preface
-def test_3_4_server_preface_is_settings_with_our_options(conn: Peer) -> None:
+def test_3_4_server_preface_is_settings_with_our_options(conn: RawH2) -> None:
     assert conn.server_settings[MAX_CONCURRENT_STREAMS] == 100
     assert conn.server_settings[INITIAL_WINDOW_SIZE] == 65535
     assert conn.server_settings.get(ENABLE_PUSH, 0) == 0
 
 
-def test_3_4_our_settings_are_acknowledged(conn: Peer) -> None:
+def test_3_4_our_settings_are_acknowledged(conn: RawH2) -> None:
     ack = conn.next_of(SETTINGS)
     assert ack is not None and ack.flags & ACK and ack.payload == b""
 
 
 def test_3_5_invalid_preface_is_a_protocol_error(h2_only_port: int) -> None:
-    peer = Peer(h2_only_port, preface=b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + settings())
+    peer = RawH2(h2_only_port, preface=b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + settings())
     try:
         # The server's own preface (SETTINGS) may already be on its way; a GOAWAY is optional
         # before closing (§3.4: "MAY be omitted"); nothing else may come.
@@ -269,7 +127,7 @@ def test_3_5_invalid_preface_is_a_protocol_error(h2_only_port: int) -> None:
 
 
 def test_3_5_http1_request_on_an_http2_only_server_is_not_served(h2_only_port: int) -> None:
-    peer = Peer(h2_only_port, preface=b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    peer = RawH2(h2_only_port, preface=b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     try:
         assert peer.closes()
         assert b"HTTP/1.1 200" not in peer.buf
@@ -279,7 +137,7 @@ def test_3_5_http1_request_on_an_http2_only_server_is_not_served(h2_only_port: i
 
 @RFC_MISMATCH("h2 accepts a PING as the first frame after the preface")
 def test_3_4_preface_not_followed_by_settings(port: int) -> None:
-    peer = Peer(port, preface=PREFACE + ping())
+    peer = RawH2(port, preface=PREFACE + ping())
     try:
         assert peer.outcome() == ("goaway", PROTOCOL_ERROR)
     finally:
@@ -287,65 +145,65 @@ def test_3_4_preface_not_followed_by_settings(port: int) -> None:
 
 
 # ---------------------------------------------------------------------- 4.1 frame format
-def test_4_1_unknown_frame_type_is_ignored(conn: Peer) -> None:
+def test_4_1_unknown_frame_type_is_ignored(conn: RawH2) -> None:
     conn.send(frame(0x20, 0, 0, b"ignore me") + ping(b"afterunk"))
     pong = conn.next_of(PING)
     assert pong is not None and pong.flags & ACK and pong.payload == b"afterunk"
 
 
-def test_4_1_unknown_flags_are_ignored(conn: Peer) -> None:
+def test_4_1_unknown_flags_are_ignored(conn: RawH2) -> None:
     conn.send(frame(PING, 0x16 | 0x80, 0, b"flagsxx!"))
     pong = conn.next_of(PING)
     assert pong is not None and pong.flags & ACK and pong.payload == b"flagsxx!"
 
 
-def test_4_1_unknown_flags_on_headers_are_ignored(conn: Peer) -> None:
+def test_4_1_unknown_flags_on_headers_are_ignored(conn: RawH2) -> None:
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM | 0x40 | 0x02, 1, hblock(conn)))
     answered(conn, 1, b"ok")
 
 
-def test_4_1_reserved_stream_bit_is_ignored(conn: Peer) -> None:
+def test_4_1_reserved_stream_bit_is_ignored(conn: RawH2) -> None:
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 1 | 0x80000000, hblock(conn)))
     answered(conn, 1)
 
 
-def test_4_1_unknown_frame_on_a_stream_is_ignored(conn: Peer) -> None:
+def test_4_1_unknown_frame_on_a_stream_is_ignored(conn: RawH2) -> None:
     conn.send(frame(HEADERS, END_HEADERS, 1, hblock(conn, method="POST")) + frame(0x30, 0, 1, b"x")
               + frame(DATA, END_STREAM, 1, b"body"))
     answered(conn, 1, b"body")
 
 
 # ---------------------------------------------------------------------- 4.2 frame size
-def test_4_2_data_of_max_frame_size_is_accepted(conn: Peer) -> None:
+def test_4_2_data_of_max_frame_size_is_accepted(conn: RawH2) -> None:
     conn.post(1, b"d" * 16384)
     answered(conn, 1, b"d" * 16384)
 
 
-def test_4_2_data_over_max_frame_size(conn: Peer) -> None:
+def test_4_2_data_over_max_frame_size(conn: RawH2) -> None:
     # §4.2 lets DATA be a stream or a connection error; Tether (h2) checks frame sizes
     # before looking at streams: a connection error.
     conn.send(frame(HEADERS, END_HEADERS, 1, hblock(conn, method="POST")) + frame(DATA, END_STREAM, 1, b"d" * 16385))
     connection_error(conn, FRAME_SIZE_ERROR)
 
 
-def test_4_2_headers_over_max_frame_size(conn: Peer) -> None:
+def test_4_2_headers_over_max_frame_size(conn: RawH2) -> None:
     block = conn.encoder.encode(request_headers(extra=[("x-big", "b" * 30000)]), huffman=False)
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
     connection_error(conn, FRAME_SIZE_ERROR)
 
 
-def test_4_2_continuation_over_max_frame_size(conn: Peer) -> None:
+def test_4_2_continuation_over_max_frame_size(conn: RawH2) -> None:
     block = conn.encoder.encode(request_headers(extra=[("x-big", "b" * 20000)]), huffman=False)
     conn.send(frame(HEADERS, END_STREAM, 1, block[:10]) + frame(CONTINUATION, END_HEADERS, 1, block[10:]))
     connection_error(conn, FRAME_SIZE_ERROR)
 
 
-def test_4_2_settings_over_max_frame_size(conn: Peer) -> None:
+def test_4_2_settings_over_max_frame_size(conn: RawH2) -> None:
     conn.send(frame(SETTINGS, 0, 0, struct.pack(">HI", 0x99, 0) * 2800))
     connection_error(conn, FRAME_SIZE_ERROR)
 
 
-def test_4_2_larger_frames_after_the_client_raises_its_max_frame_size(conn: Peer) -> None:
+def test_4_2_larger_frames_after_the_client_raises_its_max_frame_size(conn: RawH2) -> None:
     # Our MAX_FRAME_SIZE governs what the server sends, not what it accepts.
     conn.send(settings((MAX_FRAME_SIZE, 1 << 20)))
     conn.send(frame(HEADERS, END_HEADERS, 1, hblock(conn, method="POST")) + frame(DATA, END_STREAM, 1, b"d" * 16385))
@@ -353,42 +211,42 @@ def test_4_2_larger_frames_after_the_client_raises_its_max_frame_size(conn: Peer
 
 
 # ---------------------------------------------------------------------- 4.3 header compression
-def test_4_3_undecodable_header_block(conn: Peer) -> None:
+def test_4_3_undecodable_header_block(conn: RawH2) -> None:
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, b"\xff\xff\xff\xff\xff\xff"))
     connection_error(conn, COMPRESSION_ERROR)
 
 
-def test_4_3_priority_frame_inside_a_header_block(conn: Peer) -> None:
+def test_4_3_priority_frame_inside_a_header_block(conn: RawH2) -> None:
     block = hblock(conn)
     conn.send(frame(HEADERS, END_STREAM, 1, block[:3]) + priority(1, 0)
               + frame(CONTINUATION, END_HEADERS, 1, block[3:]))
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_4_3_headers_of_another_stream_inside_a_header_block(conn: Peer) -> None:
+def test_4_3_headers_of_another_stream_inside_a_header_block(conn: RawH2) -> None:
     block = hblock(conn)
     conn.send(frame(HEADERS, END_STREAM, 1, block[:3]) + frame(HEADERS, END_HEADERS | END_STREAM, 3, block))
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_4_3_data_inside_a_header_block(conn: Peer) -> None:
+def test_4_3_data_inside_a_header_block(conn: RawH2) -> None:
     conn.send(frame(HEADERS, 0, 1, hblock(conn, method="POST")[:3]) + frame(DATA, END_STREAM, 1, b"x"))
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_4_3_ping_inside_a_header_block(conn: Peer) -> None:
+def test_4_3_ping_inside_a_header_block(conn: RawH2) -> None:
     conn.send(frame(HEADERS, 0, 1, hblock(conn)[:3]) + ping())
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_5_5_unknown_frame_inside_a_header_block(conn: Peer) -> None:
+def test_5_5_unknown_frame_inside_a_header_block(conn: RawH2) -> None:
     block = hblock(conn)
     conn.send(frame(HEADERS, END_STREAM, 1, block[:3]) + frame(0x20, 0, 1, b"ext")
               + frame(CONTINUATION, END_HEADERS, 1, block[3:]))
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_4_3_decoding_state_carries_over_between_blocks(conn: Peer) -> None:
+def test_4_3_decoding_state_carries_over_between_blocks(conn: RawH2) -> None:
     for stream in (1, 3, 5, 7):  # the encoder indexes x-session once, then refers to it
         conn.send(frame(HEADERS, END_HEADERS | END_STREAM, stream, hblock(conn, "/", [("x-session", "abc")])))
         answered(conn, stream)
@@ -404,7 +262,7 @@ IDLE_FRAMES = {
 
 
 @pytest.mark.parametrize("unit", list(IDLE_FRAMES.values()), ids=list(IDLE_FRAMES))
-def test_5_1_idle_stream_as_the_first_frame(conn: Peer, unit: bytes) -> None:
+def test_5_1_idle_stream_as_the_first_frame(conn: RawH2, unit: bytes) -> None:
     conn.send(unit)
     connection_error(conn, PROTOCOL_ERROR)
 
@@ -416,7 +274,7 @@ def test_5_1_idle_stream_as_the_first_frame(conn: Peer, unit: bytes) -> None:
     pytest.param(IDLE_FRAMES["window_update"], id="window_update"),
     pytest.param(IDLE_FRAMES["continuation"], id="continuation"),
 ])
-def test_5_1_idle_stream_after_a_served_stream(conn: Peer, unit: bytes) -> None:
+def test_5_1_idle_stream_after_a_served_stream(conn: RawH2, unit: bytes) -> None:
     # Stream 7 is idle while 1 is the highest opened: only HEADERS or PRIORITY may open it.
     conn.request(1)
     answered(conn, 1)
@@ -424,78 +282,78 @@ def test_5_1_idle_stream_after_a_served_stream(conn: Peer, unit: bytes) -> None:
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_5_1_half_closed_remote_data(conn: Peer) -> None:
+def test_5_1_half_closed_remote_data(conn: RawH2) -> None:
     conn.request(1, "/slow")  # END_STREAM: half-closed (remote) while the app sleeps
     conn.send(frame(DATA, END_STREAM, 1, b"late"))
     stream_error(conn, 1, STREAM_CLOSED, 3)
 
 
-def test_5_1_half_closed_remote_headers(conn: Peer) -> None:
+def test_5_1_half_closed_remote_headers(conn: RawH2) -> None:
     conn.request(1, "/slow")
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, hblock(conn, "/slow")))
     stream_error(conn, 1, STREAM_CLOSED, 3)
 
 
-def test_5_1_half_closed_remote_allows_window_update_and_priority(conn: Peer) -> None:
+def test_5_1_half_closed_remote_allows_window_update_and_priority(conn: RawH2) -> None:
     conn.request(1, "/slow")
     conn.send(window_update(1, 1000) + priority(1, 0))
     answered(conn, 1, b"ok")
 
 
-def test_5_1_half_closed_remote_allows_rst_stream(conn: Peer) -> None:
+def test_5_1_half_closed_remote_allows_rst_stream(conn: RawH2) -> None:
     conn.request(1, "/slow")
     conn.send(rst(1))
     assert conn.outcome(1, timeout=1.5) == ("nothing",)  # no response to a reset stream
     assert conn.still_serves(3)
 
 
-def test_5_1_closed_by_the_clients_rst_then_data(conn: Peer) -> None:
+def test_5_1_closed_by_the_clients_rst_then_data(conn: RawH2) -> None:
     # §6.1 asks for a stream error STREAM_CLOSED (§5.1 "closed" would allow a connection error).
     open_post(conn, 1)
     conn.send(rst(1) + frame(DATA, END_STREAM, 1, b"x"))
     stream_error(conn, 1, STREAM_CLOSED, 3)
 
 
-def test_5_1_closed_by_the_clients_rst_then_headers(conn: Peer) -> None:
+def test_5_1_closed_by_the_clients_rst_then_headers(conn: RawH2) -> None:
     open_post(conn, 1)
     conn.send(rst(1) + frame(HEADERS, END_HEADERS | END_STREAM, 1, hblock(conn)))
     stream_error(conn, 1, STREAM_CLOSED, 3)
 
 
-def test_5_1_closed_after_the_response_then_data(conn: Peer) -> None:
+def test_5_1_closed_after_the_response_then_data(conn: RawH2) -> None:
     conn.request(1)
     answered(conn, 1, b"ok")
     conn.send(frame(DATA, END_STREAM, 1, b"x"))
     stream_error(conn, 1, STREAM_CLOSED, 3)
 
 
-def test_5_1_closed_allows_priority_window_update_and_rst(conn: Peer) -> None:
+def test_5_1_closed_allows_priority_window_update_and_rst(conn: RawH2) -> None:
     conn.request(1)
     answered(conn, 1, b"ok")
     conn.send(priority(1, 0) + window_update(1, 100) + rst(1))
     assert conn.still_serves(3)
 
 
-def test_5_1_1_even_stream_id(conn: Peer) -> None:
+def test_5_1_1_even_stream_id(conn: RawH2) -> None:
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 2, hblock(conn)))
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_5_1_1_decreasing_stream_id(conn: Peer) -> None:
+def test_5_1_1_decreasing_stream_id(conn: RawH2) -> None:
     conn.request(5)
     answered(conn, 5)
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 3, hblock(conn)))
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_5_1_1_skipped_stream_ids_are_fine(conn: Peer) -> None:
+def test_5_1_1_skipped_stream_ids_are_fine(conn: RawH2) -> None:
     conn.request(1)
     answered(conn, 1)
     conn.request(101)
     answered(conn, 101)
 
 
-def test_5_1_1_skipped_stream_ids_are_closed(conn: Peer) -> None:
+def test_5_1_1_skipped_stream_ids_are_closed(conn: RawH2) -> None:
     conn.request(5)
     answered(conn, 5)
     conn.send(frame(DATA, END_STREAM, 3, b"x"))  # 3 was implicitly closed when 5 opened
@@ -503,7 +361,7 @@ def test_5_1_1_skipped_stream_ids_are_closed(conn: Peer) -> None:
 
 
 def test_5_1_2_streams_beyond_the_limit_are_refused(tight_port: int) -> None:
-    peer = Peer(tight_port)
+    peer = RawH2(tight_port)
     try:
         assert peer.server_settings[MAX_CONCURRENT_STREAMS] == 2
         for stream in (1, 3, 5):
@@ -518,24 +376,24 @@ def test_5_1_2_streams_beyond_the_limit_are_refused(tight_port: int) -> None:
 
 # ---------------------------------------------------------------------- 5.3 / 5.4 priority, error handling
 @RFC_MISMATCH("h2 makes it a connection error: GOAWAY PROTOCOL_ERROR")
-def test_5_3_1_headers_depending_on_itself(conn: Peer) -> None:
+def test_5_3_1_headers_depending_on_itself(conn: RawH2) -> None:
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM | PRIORITY_FLAG, 1, struct.pack(">IB", 1, 15) + hblock(conn)))
     stream_error(conn, 1, PROTOCOL_ERROR, 3)
 
 
 @RFC_MISMATCH("h2 makes it a connection error: GOAWAY PROTOCOL_ERROR")
-def test_5_3_1_priority_depending_on_itself(conn: Peer) -> None:
+def test_5_3_1_priority_depending_on_itself(conn: RawH2) -> None:
     conn.send(priority(1, 1))
     stream_error(conn, 1, PROTOCOL_ERROR, 3)
 
 
-def test_5_3_headers_with_a_valid_priority_are_served(conn: Peer) -> None:
+def test_5_3_headers_with_a_valid_priority_are_served(conn: RawH2) -> None:
     exclusive_on_zero = struct.pack(">IB", 0x80000000, 200)
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM | PRIORITY_FLAG, 1, exclusive_on_zero + hblock(conn)))
     answered(conn, 1, b"ok")
 
 
-def test_5_4_1_goaway_names_the_last_stream_processed(conn: Peer) -> None:
+def test_5_4_1_goaway_names_the_last_stream_processed(conn: RawH2) -> None:
     conn.request(1)
     answered(conn, 1)
     conn.request(3)
@@ -547,97 +405,97 @@ def test_5_4_1_goaway_names_the_last_stream_processed(conn: Peer) -> None:
 
 
 # ---------------------------------------------------------------------- 6.1 DATA
-def test_6_1_data_on_stream_zero(conn: Peer) -> None:
+def test_6_1_data_on_stream_zero(conn: RawH2) -> None:
     conn.send(frame(DATA, 0, 0, b"x"))
     connection_error(conn, PROTOCOL_ERROR)
 
 
 @pytest.mark.parametrize("payload", [b"\x06abc", b"\x04abc"], ids=["past_the_payload", "equal_to_the_payload"])
-def test_6_1_data_padding_too_long(conn: Peer, payload: bytes) -> None:
+def test_6_1_data_padding_too_long(conn: RawH2, payload: bytes) -> None:
     open_post(conn, 1, "/")
     conn.send(frame(DATA, END_STREAM | PADDED, 1, payload))
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_6_1_padded_data_is_served_without_its_padding(conn: Peer) -> None:
+def test_6_1_padded_data_is_served_without_its_padding(conn: RawH2) -> None:
     open_post(conn, 1, "/")
     conn.send(frame(DATA, END_STREAM | PADDED, 1, b"\x03abc\0\0\0"))
     answered(conn, 1, b"abc")
 
 
-def test_6_1_data_split_over_frames_is_one_body(conn: Peer) -> None:
+def test_6_1_data_split_over_frames_is_one_body(conn: RawH2) -> None:
     open_post(conn, 1, "/")
     conn.send(frame(DATA, 0, 1, b"ab") + frame(DATA, 0, 1, b"") + frame(DATA, END_STREAM, 1, b"cd"))
     answered(conn, 1, b"abcd")
 
 
 # ---------------------------------------------------------------------- 6.2 HEADERS
-def test_6_2_headers_on_stream_zero(conn: Peer) -> None:
+def test_6_2_headers_on_stream_zero(conn: RawH2) -> None:
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 0, hblock(conn)))
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_6_2_headers_padding_too_long(conn: Peer) -> None:
+def test_6_2_headers_padding_too_long(conn: RawH2) -> None:
     block = hblock(conn)
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM | PADDED, 1, bytes([len(block) + 10]) + block))
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_6_2_padded_headers_are_served(conn: Peer) -> None:
+def test_6_2_padded_headers_are_served(conn: RawH2) -> None:
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM | PADDED, 1, b"\x04" + hblock(conn) + b"\0" * 4))
     answered(conn, 1, b"ok")
 
 
-def test_6_2_padded_headers_with_priority_are_served(conn: Peer) -> None:
+def test_6_2_padded_headers_with_priority_are_served(conn: RawH2) -> None:
     payload = b"\x02" + struct.pack(">IB", 0, 15) + hblock(conn) + b"\0\0"
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM | PADDED | PRIORITY_FLAG, 1, payload))
     answered(conn, 1, b"ok")
 
 
-def test_6_2_headers_without_end_headers_then_data(conn: Peer) -> None:
+def test_6_2_headers_without_end_headers_then_data(conn: RawH2) -> None:
     conn.send(frame(HEADERS, 0, 1, hblock(conn, method="POST")) + frame(DATA, END_STREAM, 1, b"x"))
     connection_error(conn, PROTOCOL_ERROR)
 
 
 # ---------------------------------------------------------------------- 6.3 PRIORITY
-def test_6_3_priority_on_stream_zero(conn: Peer) -> None:
+def test_6_3_priority_on_stream_zero(conn: RawH2) -> None:
     conn.send(priority(0, 1))
     connection_error(conn, PROTOCOL_ERROR)
 
 
 @RFC_MISMATCH("h2 makes it a connection error: GOAWAY FRAME_SIZE_ERROR")
 @pytest.mark.parametrize("size", [4, 6])
-def test_6_3_priority_of_wrong_length(conn: Peer, size: int) -> None:
+def test_6_3_priority_of_wrong_length(conn: RawH2, size: int) -> None:
     conn.send(frame(PRIORITY, 0, 1, b"\0" * size))
     stream_error(conn, 1, FRAME_SIZE_ERROR, 3)
 
 
-def test_6_3_priority_on_an_idle_stream_is_fine(conn: Peer) -> None:
+def test_6_3_priority_on_an_idle_stream_is_fine(conn: RawH2) -> None:
     conn.send(priority(3, 0))
     conn.request(5)
     answered(conn, 5)
 
 
-def test_6_3_priority_on_an_open_stream_is_fine(conn: Peer) -> None:
+def test_6_3_priority_on_an_open_stream_is_fine(conn: RawH2) -> None:
     open_post(conn, 1, "/")
     conn.send(priority(1, 0, 255) + frame(DATA, END_STREAM, 1, b"still"))
     answered(conn, 1, b"still")
 
 
 # ---------------------------------------------------------------------- 6.4 RST_STREAM
-def test_6_4_rst_stream_on_stream_zero(conn: Peer) -> None:
+def test_6_4_rst_stream_on_stream_zero(conn: RawH2) -> None:
     conn.send(rst(0))
     connection_error(conn, PROTOCOL_ERROR)
 
 
 @pytest.mark.parametrize("size", [3, 5])
-def test_6_4_rst_stream_of_wrong_length(conn: Peer, size: int) -> None:
+def test_6_4_rst_stream_of_wrong_length(conn: RawH2, size: int) -> None:
     conn.request(1, "/slow")
     conn.send(frame(RST_STREAM, 0, 1, b"\0" * size))
     connection_error(conn, FRAME_SIZE_ERROR)
 
 
-def test_6_4_rst_stream_ends_only_its_stream(conn: Peer) -> None:
+def test_6_4_rst_stream_ends_only_its_stream(conn: RawH2) -> None:
     conn.request(1, "/slow")
     conn.request(3, "/slow")
     conn.send(rst(1))
@@ -647,18 +505,18 @@ def test_6_4_rst_stream_ends_only_its_stream(conn: Peer) -> None:
 
 # ---------------------------------------------------------------------- 6.5 SETTINGS
 @RFC_MISMATCH("hyperframe rejects the payload as invalid data: GOAWAY PROTOCOL_ERROR")
-def test_6_5_settings_ack_with_payload(conn: Peer) -> None:
+def test_6_5_settings_ack_with_payload(conn: RawH2) -> None:
     conn.send(frame(SETTINGS, ACK, 0, struct.pack(">HI", MAX_CONCURRENT_STREAMS, 100)))
     connection_error(conn, FRAME_SIZE_ERROR)
 
 
-def test_6_5_settings_on_a_stream(conn: Peer) -> None:
+def test_6_5_settings_on_a_stream(conn: RawH2) -> None:
     conn.send(frame(SETTINGS, 0, 1, struct.pack(">HI", MAX_CONCURRENT_STREAMS, 100)))
     connection_error(conn, PROTOCOL_ERROR)
 
 
 @pytest.mark.parametrize("size", [3, 7, 11])
-def test_6_5_settings_length_not_a_multiple_of_6(conn: Peer, size: int) -> None:
+def test_6_5_settings_length_not_a_multiple_of_6(conn: RawH2, size: int) -> None:
     conn.send(frame(SETTINGS, 0, 0, b"\0" * size))
     connection_error(conn, FRAME_SIZE_ERROR)
 
@@ -670,7 +528,7 @@ def test_6_5_settings_length_not_a_multiple_of_6(conn: Peer, size: int) -> None:
     (MAX_FRAME_SIZE, 16383, PROTOCOL_ERROR),
     (MAX_FRAME_SIZE, 2**24, PROTOCOL_ERROR),
 ], ids=["enable_push_2", "window_2^31", "window_2^32-1", "frame_size_below_2^14", "frame_size_2^24"])
-def test_6_5_2_invalid_setting_value(conn: Peer, setting: int, value: int, code: int) -> None:
+def test_6_5_2_invalid_setting_value(conn: RawH2, setting: int, value: int, code: int) -> None:
     conn.send(settings((setting, value)))
     connection_error(conn, code)
 
@@ -678,17 +536,17 @@ def test_6_5_2_invalid_setting_value(conn: Peer, setting: int, value: int, code:
 @pytest.mark.parametrize("setting, value", [
     (ENABLE_PUSH, 1), (INITIAL_WINDOW_SIZE, MAX_WINDOW), (MAX_FRAME_SIZE, 2**24 - 1), (MAX_HEADER_LIST_SIZE, 1 << 20),
 ], ids=["enable_push_1", "window_max", "frame_size_max", "header_list_1MiB"])
-def test_6_5_2_boundary_setting_values_are_accepted(conn: Peer, setting: int, value: int) -> None:
+def test_6_5_2_boundary_setting_values_are_accepted(conn: RawH2, setting: int, value: int) -> None:
     conn.send(settings((setting, value)))
     assert conn.still_serves(1)
 
 
-def test_6_5_2_unknown_setting_is_ignored(conn: Peer) -> None:
+def test_6_5_2_unknown_setting_is_ignored(conn: RawH2) -> None:
     conn.send(settings((0xFF, 1), (0x4242, 2**32 - 1)))
     assert conn.still_serves(1)
 
 
-def test_6_5_3_server_acknowledges_every_settings(conn: Peer) -> None:
+def test_6_5_3_server_acknowledges_every_settings(conn: RawH2) -> None:
     assert conn.next_of(SETTINGS) is not None  # the ACK of the preface's SETTINGS
     conn.send(settings((MAX_CONCURRENT_STREAMS, 10)) + settings((0xFF, 1)))
     for _ in range(2):
@@ -696,13 +554,13 @@ def test_6_5_3_server_acknowledges_every_settings(conn: Peer) -> None:
         assert ack is not None and ack.flags & ACK and ack.payload == b""
 
 
-def test_6_5_3_settings_are_applied_in_order(conn: Peer) -> None:
+def test_6_5_3_settings_are_applied_in_order(conn: RawH2) -> None:
     conn.send(settings((INITIAL_WINDOW_SIZE, 1), (INITIAL_WINDOW_SIZE, 65535)))  # the last value wins
     conn.post(1, b"x" * 1000)
     answered(conn, 1, b"x" * 1000)
 
 
-def test_6_5_header_table_size_zero_is_honoured(conn: Peer) -> None:
+def test_6_5_header_table_size_zero_is_honoured(conn: RawH2) -> None:
     conn.send(settings((HEADER_TABLE_SIZE, 0)))
     for stream in (1, 3, 5):
         conn.request(stream)
@@ -713,90 +571,93 @@ def test_6_5_header_table_size_zero_is_honoured(conn: Peer) -> None:
 
 
 # ---------------------------------------------------------------------- 6.7 PING
-def test_6_7_ping_is_acknowledged_with_the_same_payload(conn: Peer) -> None:
+def test_6_7_ping_is_acknowledged_with_the_same_payload(conn: RawH2) -> None:
     conn.send(ping(b"\x00\x01\x02\x03\x04\x05\x06\x07"))
     pong = conn.next_of(PING)
     assert pong is not None and pong.flags & ACK and pong.stream == 0
     assert pong.payload == b"\x00\x01\x02\x03\x04\x05\x06\x07"
 
 
-def test_6_7_ping_ack_is_not_answered(conn: Peer) -> None:
+def test_6_7_ping_ack_is_not_answered(conn: RawH2) -> None:
     conn.send(ping(b"ackedxxx", ack=True) + ping(b"realping"))
     pong = conn.next_of(PING)
     assert pong is not None and pong.payload == b"realping"
 
 
-def test_6_7_ping_on_a_stream(conn: Peer) -> None:
+def test_6_7_ping_on_a_stream(conn: RawH2) -> None:
     conn.send(ping(stream=1))
     connection_error(conn, PROTOCOL_ERROR)
 
 
 @pytest.mark.parametrize("size", [0, 7, 9])
-def test_6_7_ping_of_wrong_length(conn: Peer, size: int) -> None:
+def test_6_7_ping_of_wrong_length(conn: RawH2, size: int) -> None:
     conn.send(frame(PING, 0, 0, b"p" * size))
     connection_error(conn, FRAME_SIZE_ERROR)
 
 
 # ---------------------------------------------------------------------- 6.8 GOAWAY
-def test_6_8_goaway_on_a_stream(conn: Peer) -> None:
+def test_6_8_goaway_on_a_stream(conn: RawH2) -> None:
     conn.send(goaway(stream=1))
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_6_8_goaway_too_short(conn: Peer) -> None:
+def test_6_8_goaway_too_short(conn: RawH2) -> None:
     conn.send(frame(GOAWAY, 0, 0, b"\0" * 4))
     connection_error(conn, FRAME_SIZE_ERROR)
 
 
-def test_6_8_goaway_from_the_client_ends_the_connection(conn: Peer) -> None:
+def test_6_8_goaway_from_the_client_ends_the_connection(conn: RawH2) -> None:
+    # No stream is open: Tether closes at once (a GOAWAY of its own first is allowed, §6.8).
     conn.send(goaway(last=0, code=NO_ERROR))
     assert conn.closes()
 
 
 # ---------------------------------------------------------------------- 6.9 WINDOW_UPDATE
-def test_6_9_zero_increment_on_the_connection(conn: Peer) -> None:
+def test_6_9_zero_increment_on_the_connection(conn: RawH2) -> None:
     conn.send(window_update(0, 0))
     connection_error(conn, PROTOCOL_ERROR)
 
 
 @RFC_MISMATCH("hyperframe rejects the frame as non-compliant data: GOAWAY PROTOCOL_ERROR")
-def test_6_9_zero_increment_on_a_stream(conn: Peer) -> None:
+def test_6_9_zero_increment_on_a_stream(conn: RawH2) -> None:
     conn.request(1, "/slow")
     conn.send(window_update(1, 0))
     stream_error(conn, 1, PROTOCOL_ERROR, 3)
 
 
 @pytest.mark.parametrize("stream, size", [(0, 3), (0, 5), (1, 3)], ids=["connection_3", "connection_5", "stream_3"])
-def test_6_9_window_update_of_wrong_length(conn: Peer, stream: int, size: int) -> None:
+def test_6_9_window_update_of_wrong_length(conn: RawH2, stream: int, size: int) -> None:
     conn.request(1, "/slow")
     conn.send(frame(WINDOW_UPDATE, 0, stream, b"\0\0\0\1\0"[:size]))
     connection_error(conn, FRAME_SIZE_ERROR)
 
 
-def test_6_9_1_connection_window_overflow(conn: Peer) -> None:
+def test_6_9_1_connection_window_overflow(conn: RawH2) -> None:
     conn.send(window_update(0, MAX_WINDOW) + window_update(0, MAX_WINDOW))
     connection_error(conn, FLOW_CONTROL_ERROR)
 
 
-def test_6_9_1_stream_window_overflow(conn: Peer) -> None:
+def test_6_9_1_stream_window_overflow(conn: RawH2) -> None:
     conn.request(1, "/slow")
     conn.send(window_update(1, MAX_WINDOW) + window_update(1, MAX_WINDOW))
     stream_error(conn, 1, FLOW_CONTROL_ERROR, 3)
 
 
-def test_6_9_1_window_up_to_the_maximum_is_fine(conn: Peer) -> None:
+def test_6_9_1_window_up_to_the_maximum_is_fine(conn: RawH2) -> None:
     conn.request(1, "/slow")
     conn.send(window_update(0, MAX_WINDOW - 65535) + window_update(1, MAX_WINDOW - 65535))
     answered(conn, 1, b"ok")
 
 
-def test_6_9_1_client_data_beyond_the_servers_window(conn: Peer) -> None:
+def test_6_9_1_client_data_beyond_the_servers_window(conn: RawH2) -> None:
+    # §6.9.1 names the code, not the scope; 80 KiB overruns the connection's window as well as the
+    # stream's, and Tether (h2) makes it a connection error.
     open_post(conn, 1, "/slow")  # the app does not read yet: the window is not replenished
     conn.send(b"".join(frame(DATA, 0, 1, b"w" * 16384) for _ in range(5)))  # 80 KiB > 64 KiB
     connection_error(conn, FLOW_CONTROL_ERROR)
 
 
-def test_6_9_2_initial_window_size_zero_holds_the_response_until_window_update(conn: Peer) -> None:
+def test_6_9_2_initial_window_size_zero_holds_the_response_until_window_update(conn: RawH2) -> None:
     conn.send(settings((INITIAL_WINDOW_SIZE, 0)))
     conn.request(1)
     assert conn.outcome(1) == ("response", 200)  # headers are not flow-controlled
@@ -806,7 +667,7 @@ def test_6_9_2_initial_window_size_zero_holds_the_response_until_window_update(c
     assert data is not None and data.payload == b"ok"
 
 
-def test_6_9_2_initial_window_size_change_overflowing_a_stream(conn: Peer) -> None:
+def test_6_9_2_initial_window_size_change_overflowing_a_stream(conn: RawH2) -> None:
     conn.request(1, "/slow")
     conn.send(window_update(1, MAX_WINDOW - 65535))  # the stream's window is now at the maximum
     conn.send(settings((INITIAL_WINDOW_SIZE, 65536)))  # +1 on every stream: over
@@ -814,39 +675,39 @@ def test_6_9_2_initial_window_size_change_overflowing_a_stream(conn: Peer) -> No
 
 
 # ---------------------------------------------------------------------- 6.10 CONTINUATION
-def test_6_10_continuation_frames_make_one_header_block(conn: Peer) -> None:
+def test_6_10_continuation_frames_make_one_header_block(conn: RawH2) -> None:
     block = hblock(conn, "/", [("x-long", "v" * 200)])
     conn.send(frame(HEADERS, END_STREAM, 1, block[:10]) + frame(CONTINUATION, 0, 1, block[10:50])
               + frame(CONTINUATION, 0, 1, b"") + frame(CONTINUATION, END_HEADERS, 1, block[50:]))
     answered(conn, 1, b"ok")
 
 
-def test_6_10_continuation_without_headers(conn: Peer) -> None:
+def test_6_10_continuation_without_headers(conn: RawH2) -> None:
     conn.request(1)
     answered(conn, 1)
     conn.send(frame(CONTINUATION, END_HEADERS, 1, hblock(conn)))
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_6_10_continuation_after_end_headers(conn: Peer) -> None:
+def test_6_10_continuation_after_end_headers(conn: RawH2) -> None:
     open_post(conn, 1)
     conn.send(frame(CONTINUATION, END_HEADERS, 1, b""))
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_6_10_continuation_on_another_stream(conn: Peer) -> None:
+def test_6_10_continuation_on_another_stream(conn: RawH2) -> None:
     block = hblock(conn)
     conn.send(frame(HEADERS, END_STREAM, 1, block[:3]) + frame(CONTINUATION, END_HEADERS, 3, block[3:]))
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_6_10_continuation_on_stream_zero(conn: Peer) -> None:
+def test_6_10_continuation_on_stream_zero(conn: RawH2) -> None:
     block = hblock(conn)
     conn.send(frame(HEADERS, END_STREAM, 1, block[:3]) + frame(CONTINUATION, END_HEADERS, 0, block[3:]))
     connection_error(conn, PROTOCOL_ERROR)
 
 
-def test_6_10_continuation_after_half_closed_headers(conn: Peer) -> None:
+def test_6_10_continuation_after_half_closed_headers(conn: RawH2) -> None:
     conn.request(1, "/slow")
     conn.send(frame(CONTINUATION, END_HEADERS, 1, hblock(conn)))
     connection_error(conn, PROTOCOL_ERROR)
@@ -893,26 +754,17 @@ H2_CONNECTION_ERROR = RFC_MISMATCH("h2 checks this inside its frame processing, 
 
 
 @pytest.mark.parametrize("headers", MALFORMED.values(), ids=MALFORMED.keys())
-def test_8_1_1_malformed_request_is_a_stream_error(conn: Peer, headers: list) -> None:
+def test_8_1_1_malformed_request_is_a_stream_error(conn: RawH2, headers: list) -> None:
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, conn.block(headers)))
     stream_error(conn, 1, PROTOCOL_ERROR, 3)
 
 
-@pytest.mark.parametrize("headers", list(MALFORMED.values()), ids=list(MALFORMED))
-def test_8_1_1_malformed_request_never_reaches_the_app(conn: Peer, headers: list) -> None:
-    # Whatever the error's scope, the code is PROTOCOL_ERROR and no response is made.
-    conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, conn.block(headers)))
-    result = conn.outcome(1)
-    assert result in (("rst", PROTOCOL_ERROR), ("goaway", PROTOCOL_ERROR))
-    assert conn.closes() if result[0] == "goaway" else conn.still_serves(3)
-
-
-def test_8_2_2_te_trailers_is_allowed(conn: Peer) -> None:
+def test_8_2_2_te_trailers_is_allowed(conn: RawH2) -> None:
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, hblock(conn, "/", [("te", "trailers")])))
     answered(conn, 1, b"ok")
 
 
-def test_8_1_1_malformed_request_after_valid_ones_is_still_refused(conn: Peer) -> None:
+def test_8_1_1_malformed_request_after_valid_ones_is_still_refused(conn: RawH2) -> None:
     # Tether skips validating a header list equal to the last valid one: a malformed list that
     # follows valid ones on the same connection must still be caught, and valid ones still served.
     for stream in (1, 3):
@@ -924,24 +776,24 @@ def test_8_1_1_malformed_request_after_valid_ones_is_still_refused(conn: Peer) -
     answered(conn, 9)
 
 
-def test_8_2_3_split_cookies_are_allowed(conn: Peer) -> None:
+def test_8_2_3_split_cookies_are_allowed(conn: RawH2) -> None:
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, hblock(conn, "/", [("cookie", "a=1"), ("cookie", "b=2")])))
     answered(conn, 1, b"ok")
 
 
 @pytest.mark.parametrize("declared, body", [("10", b"short"), ("2", b"too long")], ids=["larger", "smaller"])
 @H2_CONNECTION_ERROR
-def test_8_1_1_content_length_differs_from_the_data(conn: Peer, declared: str, body: bytes) -> None:
+def test_8_1_1_content_length_differs_from_the_data(conn: RawH2, declared: str, body: bytes) -> None:
     conn.post(1, body, extra=[("content-length", declared)])
     stream_error(conn, 1, PROTOCOL_ERROR, 3)
 
 
-def test_8_1_1_content_length_matching_the_data(conn: Peer) -> None:
+def test_8_1_1_content_length_matching_the_data(conn: RawH2) -> None:
     conn.post(1, b"exact", extra=[("content-length", "5")])
     answered(conn, 1, b"exact")
 
 
-def test_8_1_trailers_are_accepted(conn: Peer) -> None:
+def test_8_1_trailers_are_accepted(conn: RawH2) -> None:
     open_post(conn, 1, "/")
     trailers = conn.block([("x-checksum", "abc")])
     conn.send(frame(DATA, 0, 1, b"body") + frame(HEADERS, END_HEADERS | END_STREAM, 1, trailers))
@@ -949,13 +801,13 @@ def test_8_1_trailers_are_accepted(conn: Peer) -> None:
 
 
 @H2_CONNECTION_ERROR
-def test_8_1_trailers_without_end_stream(conn: Peer) -> None:
+def test_8_1_trailers_without_end_stream(conn: RawH2) -> None:
     open_post(conn, 1, "/")
     conn.send(frame(DATA, 0, 1, b"body") + frame(HEADERS, END_HEADERS, 1, conn.block([("x-checksum", "abc")])))
     stream_error(conn, 1, PROTOCOL_ERROR, 3)
 
 
-def test_8_1_pseudo_header_in_trailers(conn: Peer) -> None:
+def test_8_1_pseudo_header_in_trailers(conn: RawH2) -> None:
     open_post(conn, 1, "/")
     conn.send(frame(DATA, 0, 1, b"body") + frame(HEADERS, END_HEADERS | END_STREAM, 1, conn.block([(":path", "/x")])))
     stream_error(conn, 1, PROTOCOL_ERROR, 3)
@@ -971,7 +823,7 @@ def test_8_3_1_authority_becomes_the_host_header() -> None:
             await send({"type": "http.response.body", "body": b""})
 
     with serve(host_app, h2_ping_interval=0) as srv:
-        peer = Peer(srv.port)
+        peer = RawH2(srv.port)
         try:
             block = peer.block(request_headers(authority="example.org:8443"))
             peer.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
@@ -998,36 +850,36 @@ HPACK_ERRORS = {
 
 
 @pytest.mark.parametrize("block", list(HPACK_ERRORS.values()), ids=list(HPACK_ERRORS))
-def test_hpack_decoding_error_is_a_compression_error(conn: Peer, block: bytes) -> None:
+def test_hpack_decoding_error_is_a_compression_error(conn: RawH2, block: bytes) -> None:
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
     connection_error(conn, COMPRESSION_ERROR)
 
 
-def test_hpack_table_size_update_within_the_limit_is_accepted(conn: Peer) -> None:
+def test_hpack_table_size_update_within_the_limit_is_accepted(conn: RawH2) -> None:
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, b"\x3f\xe1\x1f" + hblock(conn)))  # 4096: the maximum
     answered(conn, 1, b"ok")
 
 
-def test_hpack_literal_never_indexed_is_accepted(conn: Peer) -> None:
+def test_hpack_literal_never_indexed_is_accepted(conn: RawH2) -> None:
     block = hblock(conn) + b"\x10\x06x-priv\x03abc"  # literal never indexed, new name
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
     answered(conn, 1, b"ok")
 
 
-def test_hpack_huffman_coded_headers_are_accepted(conn: Peer) -> None:
+def test_hpack_huffman_coded_headers_are_accepted(conn: RawH2) -> None:
     conn.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, conn.encoder.encode(request_headers("/huff"), huffman=True)))
     answered(conn, 1, b"ok")
 
 
 # ---------------------------------------------------------------------- Tether: floods and limits
-def test_rapid_reset_flood_gets_enhance_your_calm(conn: Peer) -> None:
+def test_rapid_reset_flood_gets_enhance_your_calm(conn: RawH2) -> None:
     """CVE-2023-44487: more than 200 RST_STREAMs within a second."""
     conn.send(b"".join(conn.headers(stream, request_headers("/slow")) + rst(stream) for stream in range(1, 600, 2)))
     assert conn.outcome(timeout=5) == ("goaway", ENHANCE_YOUR_CALM)
     assert conn.closes()
 
 
-def test_resets_below_the_flood_limit_are_fine(conn: Peer) -> None:
+def test_resets_below_the_flood_limit_are_fine(conn: RawH2) -> None:
     # 190 resets within a second, in batches: a reset stream counts against the concurrency
     # limit until its app has returned, so one batch of 100+ would meet REFUSED_STREAM instead.
     for first in range(1, 380, 76):
@@ -1037,25 +889,25 @@ def test_resets_below_the_flood_limit_are_fine(conn: Peer) -> None:
 
 
 @pytest.mark.parametrize("unit", [ping(), settings()], ids=["ping", "settings"])
-def test_control_frame_flood_gets_enhance_your_calm(conn: Peer, unit: bytes) -> None:
+def test_control_frame_flood_gets_enhance_your_calm(conn: RawH2, unit: bytes) -> None:
     conn.send(unit * 1200)
     assert conn.outcome(timeout=5) == ("goaway", ENHANCE_YOUR_CALM)
     assert conn.closes()
 
 
-def test_control_frames_below_the_flood_limit_are_fine(conn: Peer) -> None:
+def test_control_frames_below_the_flood_limit_are_fine(conn: RawH2) -> None:
     conn.send(ping() * 400 + settings() * 400)
     assert conn.still_serves(1)
 
 
-def test_empty_data_flood_gets_enhance_your_calm(conn: Peer) -> None:
+def test_empty_data_flood_gets_enhance_your_calm(conn: RawH2) -> None:
     open_post(conn, 1)
     conn.send(frame(DATA, 0, 1, b"") * 1200)
     assert conn.outcome(timeout=5) == ("goaway", ENHANCE_YOUR_CALM)
     assert conn.closes()
 
 
-def continuation_flood(conn: Peer, piece: bytes, limit: int) -> tuple[int, tuple]:
+def continuation_flood(conn: RawH2, piece: bytes, limit: int) -> tuple[int, tuple]:
     """Send ``piece`` (a CONTINUATION frame) until ``limit`` bytes or until the server answers;
     paced, so that the server's answer is seen as soon as it comes. Returns (bytes sent, answer)."""
     sent = 0
@@ -1067,7 +919,7 @@ def continuation_flood(conn: Peer, piece: bytes, limit: int) -> tuple[int, tuple
     return sent, conn.outcome(timeout=5)
 
 
-def test_continuation_flood_is_cut_before_ten_times_the_header_list_limit(conn: Peer) -> None:
+def test_continuation_flood_is_cut_before_ten_times_the_header_list_limit(conn: RawH2) -> None:
     """CVE-2024-27316: a header block that never ends. The server answers GOAWAY and closes
     before the client has sent 10 x the advertised header list size: memory stays bounded."""
     limit = 10 * conn.server_settings[MAX_HEADER_LIST_SIZE]
@@ -1078,7 +930,7 @@ def test_continuation_flood_is_cut_before_ten_times_the_header_list_limit(conn: 
     assert conn.closes()
 
 
-def test_empty_continuation_flood_is_cut(conn: Peer) -> None:
+def test_empty_continuation_flood_is_cut(conn: RawH2) -> None:
     """Endless empty CONTINUATION frames grow no buffer, but must not be read for ever: h2
     stops at 64 frames in a block (with PROTOCOL_ERROR, where Tether's size cap above says
     ENHANCE_YOUR_CALM)."""
@@ -1090,7 +942,9 @@ def test_empty_continuation_flood_is_cut(conn: Peer) -> None:
 
 
 def test_header_list_over_the_limit(tight_port: int) -> None:
-    peer = Peer(tight_port)
+    # SETTINGS_MAX_HEADER_LIST_SIZE is advisory (§6.5.2, §10.5.1: a 431 would do); Tether's answer
+    # is a connection error ENHANCE_YOUR_CALM, the same as for a header block that never ends.
+    peer = RawH2(tight_port)
     try:
         assert peer.server_settings[MAX_HEADER_LIST_SIZE] == 4096
         peer.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, hblock(peer, "/", [("x-big", "b" * 8000)])))
@@ -1101,7 +955,7 @@ def test_header_list_over_the_limit(tight_port: int) -> None:
 
 
 def test_header_list_within_the_limit(tight_port: int) -> None:
-    peer = Peer(tight_port)
+    peer = RawH2(tight_port)
     try:
         peer.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, hblock(peer, "/", [("x-big", "b" * 3000)])))
         answered(peer, 1, b"ok")

@@ -1,5 +1,5 @@
 """Starlette and FastAPI, unmodified, over HTTP/2 (httpx with prior knowledge, and the raw h2
-client of tests/test_h2_functional.py for per-stream resets).
+client of tests/support/h2.py for per-stream resets).
 
 The apps are written as the frameworks' docs teach; nothing in them knows about Tether or
 HTTP/2. The point of the last test: a reset stream's StreamingResponse generator is closed at
@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import serve
-from tests.test_h2_functional import WITHIN, H2Client
+from tests.support.disconnect import WITHIN
+from tests.support.h2 import H2Client
+from tests.support.server import serve
 
 pytest.importorskip("starlette")
 pytestmark = pytest.mark.timeout(90)

@@ -1,6 +1,6 @@
 """HTTP/2 end to end with real clients: httpx (prior knowledge and ALPN over TLS), curl, and a
-raw-socket client built on the ``h2`` library for what needs frame-level control (resets,
-windows, settings, PINGs, GOAWAY).
+raw-socket client built on the ``h2`` library (``H2Client``, tests/support/h2.py) for what needs
+frame-level control (resets, windows, settings, PINGs, GOAWAY).
 
 Every test runs a real Tether on 127.0.0.1 (``serve``). Apps report what they saw through a
 ``Probe`` (with timestamps), so the per-stream disconnect bounds are checked the same way as in
@@ -14,9 +14,6 @@ import hashlib
 import json
 import random
 import shutil
-import socket
-import ssl
-import struct
 import subprocess
 import threading
 import time
@@ -24,10 +21,6 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
 import httpx
 import hyperframe.frame
 import pytest
@@ -35,12 +28,15 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 import tether
-from tests.conftest import serve
-from tests.test_disconnect_states import Probe, assert_prompt, read_body, server_idle
+from tests.support.asgi import read_body
+from tests.support.disconnect import WITHIN, assert_prompt
+from tests.support.h2 import H2Client
+from tests.support.probe import Probe
+from tests.support.server import serve, server_idle
+from tests.support.tls import Certs
 
 pytestmark = pytest.mark.timeout(90)
 
-WITHIN = 1.0  # seconds: "the app learns at once", generous on purpose
 TIMEOUT = httpx.Timeout(20.0)
 START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/octet-stream")]}
 
@@ -67,194 +63,6 @@ async def wait_gate(gate: threading.Event, timeout: float = 20.0) -> None:
     while not gate.is_set():
         assert time.monotonic() < deadline, "the test never opened the gate"
         await asyncio.sleep(0.01)
-
-
-# ---------------------------------------------------------------------- the raw h2 client
-class StreamResult:
-    def __init__(self) -> None:
-        self.headers: list | None = None
-        self.data = bytearray()
-        self.trailers: list | None = None
-        self.ended = False
-        self.reset: int | None = None
-
-    @property
-    def status(self) -> int:
-        assert self.headers is not None, "no response headers"
-        return int(dict(self.headers)[b":status"])
-
-    def header(self, name: bytes) -> bytes | None:
-        return dict(self.headers or ()).get(name)
-
-
-class H2Client:
-    """HTTP/2 over a raw socket with the ``h2`` library: the test decides every frame.
-
-    Incoming bytes are split into whole frames and fed to h2 one frame at a time, and every
-    frame is also kept raw (``frames``): after a GOAWAY h2's connection is CLOSED and refuses
-    further frames, yet a graceful shutdown still sends the in-flight responses.
-    ``auto_ack``: give window back as data arrives (a normal client); off = never WINDOW_UPDATE.
-    """
-
-    def __init__(self, port: int, settings: dict | None = None, auto_ack: bool = True, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
-        self.conn.initiate_connection()
-        if settings:
-            self.conn.update_settings(settings)
-        self.auto_ack = auto_ack
-        self.port = port
-        self.buffer = b""
-        self.streams: dict[int, StreamResult] = {}
-        self.frames: list = []
-        self.remote_settings: dict = {}
-        self.pings = 0
-        self.settings_acked = False
-        self.goaway: h2.events.ConnectionTerminated | None = None
-        self.eof = False
-        self.deaf = False  # True: read and keep frames, but never process or answer them
-        self.flush()
-
-    # -------------------------------------------------------------- sending
-    def flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data:
-            self.sock.sendall(data)
-
-    def request(self, path: str, method: str = "GET", headers: tuple = (), body: bytes | None = None,
-                end: bool = True, flush: bool = True) -> int:
-        stream_id = self.conn.get_next_available_stream_id()
-        header_list = [(b":method", method.encode()), (b":scheme", b"http"),
-                       (b":authority", b"127.0.0.1:%d" % self.port), (b":path", path.encode()), *headers]
-        self.conn.send_headers(stream_id, header_list, end_stream=end and not body)
-        self.streams[stream_id] = StreamResult()
-        if body:
-            self.send_body(stream_id, body, end=end)
-        if flush:
-            self.flush()
-        return stream_id
-
-    def send_body(self, stream_id: int, body: bytes, end: bool = False) -> None:
-        """Send what the window allows now (the caller pumps for more)."""
-        view = memoryview(body)
-        while view:
-            size = min(len(view), self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size)
-            assert size > 0, "send_body called without window: use upload()"
-            self.conn.send_data(stream_id, bytes(view[:size]))
-            view = view[size:]
-        if end:
-            self.conn.end_stream(stream_id)
-        self.flush()
-
-    def upload(self, stream_id: int, body: bytes, timeout: float = 20.0) -> None:
-        """Send ``body`` whole, waiting for WINDOW_UPDATE as needed, then END_STREAM."""
-        deadline = time.monotonic() + timeout
-        view = memoryview(body)
-        while view:
-            size = min(len(view), self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size)
-            if size <= 0:
-                assert time.monotonic() < deadline, f"upload stalled with {len(view)} bytes left"
-                self.pump(0.1)
-                continue
-            self.conn.send_data(stream_id, bytes(view[:size]))
-            self.flush()
-            view = view[size:]
-        self.conn.end_stream(stream_id)
-        self.flush()
-
-    def reset(self, stream_id: int, code: ErrorCodes = ErrorCodes.CANCEL) -> float:
-        """RST_STREAM; returns the moment just before it was written."""
-        self.conn.reset_stream(stream_id, code)
-        left = time.monotonic()
-        self.flush()
-        return left
-
-    def close(self, how: str = "fin") -> float:
-        if how == "rst":
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        left = time.monotonic()
-        self.sock.close()
-        return left
-
-    # -------------------------------------------------------------- receiving
-    def pump(self, timeout: float = 0.1) -> None:
-        """One read (up to ``timeout``), every whole frame in it processed."""
-        if self.eof:
-            time.sleep(min(timeout, 0.05))
-            return
-        self.sock.settimeout(timeout)
-        try:
-            data = self.sock.recv(1 << 20)
-        except socket.timeout:
-            return
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            self.eof = True
-            return
-        self.buffer += data
-        while len(self.buffer) >= 9:
-            length = int.from_bytes(self.buffer[:3], "big")
-            if len(self.buffer) < 9 + length:
-                break
-            raw, self.buffer = self.buffer[:9 + length], self.buffer[9 + length:]
-            frame, _ = hyperframe.frame.Frame.parse_frame_header(memoryview(raw[:9]))
-            frame.parse_body(memoryview(raw[9:]))
-            self.frames.append(frame)
-            if self.goaway is None and not self.deaf:
-                self._handle(self.conn.receive_data(raw))
-        if self.goaway is None and not self.deaf:
-            self.flush()
-
-    def _handle(self, events: list) -> None:
-        for event in events:
-            stream = self.streams.get(getattr(event, "stream_id", 0) or 0)
-            if isinstance(event, h2.events.ResponseReceived):
-                stream.headers = event.headers
-            elif isinstance(event, h2.events.DataReceived):
-                stream.data += event.data
-                if self.auto_ack and event.flow_controlled_length:
-                    self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif isinstance(event, h2.events.TrailersReceived):
-                stream.trailers = event.headers
-            elif isinstance(event, h2.events.StreamEnded):
-                stream.ended = True
-            elif isinstance(event, h2.events.StreamReset):
-                stream.reset = event.error_code
-            elif isinstance(event, h2.events.RemoteSettingsChanged):
-                self.remote_settings.update({code: change.new_value for code, change in event.changed_settings.items()})
-            elif isinstance(event, h2.events.SettingsAcknowledged):
-                self.settings_acked = True
-            elif isinstance(event, h2.events.PingReceived):
-                self.pings += 1
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self.goaway = event
-
-    def wait(self, predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if result:
-                return result
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"{what} not reached within {timeout} s")
-            self.pump(0.05)
-
-    def response(self, stream_id: int, timeout: float = 10.0) -> StreamResult:
-        stream = self.streams[stream_id]
-        self.wait(lambda: stream.ended or stream.reset is not None or self.eof, timeout, f"end of stream {stream_id}")
-        assert stream.reset is None, f"stream {stream_id} was reset with {stream.reset!r}"
-        assert stream.ended, f"the connection closed before stream {stream_id} ended"
-        return stream
-
-    def __enter__(self) -> "H2Client":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 # ---------------------------------------------------------------------- a general-purpose app
@@ -320,33 +128,6 @@ def h2_client(**kwargs: Any) -> httpx.Client:
 
 
 # ---------------------------------------------------------------------- TLS certificates
-class Certs:
-    def __init__(self, directory: Path) -> None:
-        import trustme
-
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1", "localhost")
-        self.ca_file = directory / "ca.pem"
-        self.cert_file = directory / "server.pem"
-        self.key_file = directory / "server.key"
-        ca.cert_pem.write_to_path(str(self.ca_file))
-        self.cert_file.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-        cert.private_key_pem.write_to_path(str(self.key_file))
-
-    def server_options(self) -> dict:
-        return {"ssl_certfile": str(self.cert_file), "ssl_keyfile": str(self.key_file)}
-
-    def client_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.ca_file))
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: Any) -> Certs:
-    pytest.importorskip("trustme")
-    return Certs(tmp_path_factory.mktemp("h2certs"))
-
-
-# ====================================================================== 1. httpx: scope, bodies
 def test_httpx_prior_knowledge_scope() -> None:
     with serve(general_app, lifespan="off") as srv, h2_client() as client:
         response = client.get(srv.url + "/scope?x=1&y=%20z", headers={"X-Mixed-Case": "Value"})

@@ -9,36 +9,18 @@ for its open streams, and which answers a server's GOAWAY the same way) and a ra
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import struct
-import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import cli_server, serve, wait_until
-from tests.h2raw import GOAWAY, NO_ERROR, PROTOCOL_ERROR, frame
-from tests.test_disconnect_states import Probe
-from tests.test_h2_functional import H2Client
+from tests.support.h2 import NO_ERROR, PROTOCOL_ERROR, H2Client, goaway, node_client, node_result
+from tests.support.probe import Probe
+from tests.support.server import cli_server, serve
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-NODE_CLIENT = Path(__file__).parent / "node" / "h2_client.mjs"
-
-
-def node_client(url: str, mode: str, count: int = 1, window: int | None = None) -> subprocess.Popen:
-    """Node's HTTP/2 client (tests/node/h2_client.mjs); ``window``: its flow-control windows."""
-    args = ["node", str(NODE_CLIENT), url, mode, str(count)] + ([str(window)] if window else [])
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def node_result(proc: subprocess.Popen) -> dict:
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, f"node client failed ({proc.returncode}): {out} {err}"
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def slow_app(probe: Probe, delay: float = 0.3) -> Any:
@@ -87,16 +69,12 @@ def test_node_request_in_flight_survives_graceful_shutdown() -> None:
         assert proc.wait(15) == 0
 
 
-def _goaway(code: int) -> bytes:
-    return frame(GOAWAY, 0, 0, struct.pack(">II", 0, code))
-
-
 def test_raw_client_goaway_no_error_then_response_and_close() -> None:
     probe = Probe()
     with serve(slow_app(probe), lifespan="off") as srv, H2Client(srv.port) as client:
         sid = client.request("/slow")
         probe.wait("started")
-        client.sock.sendall(_goaway(NO_ERROR))  # (beside h2's back: the client's state stays open)
+        client.sock.sendall(goaway(code=NO_ERROR))  # (beside h2's back: the client's state stays open)
         stream = client.response(sid)
         assert dict(stream.headers)[b":status"] == b"200" and len(stream.data) == 100_000
         client.wait(lambda: client.eof, what="the server closing after the last stream")
@@ -116,7 +94,7 @@ def test_raw_client_goaway_with_error_disconnects_its_streams() -> None:
         client.request("/wait")
         probe.wait("started")
         left = time.monotonic()
-        client.sock.sendall(_goaway(PROTOCOL_ERROR))
+        client.sock.sendall(goaway(code=PROTOCOL_ERROR))
         probe.wait("told_gone", timeout=5)
         assert probe.times["told_gone"] - left < 1.0
         client.wait(lambda: client.eof, what="the server closing the connection")

@@ -13,9 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import serve
-from tests.test_h2_goaway import node_client, node_result
-from tests.test_h2_functional import H2Client
+from tests.support.h2 import H2Client, node_client, node_result
+from tests.support.server import serve
 
 pytestmark = pytest.mark.timeout(120)
 

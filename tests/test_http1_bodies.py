@@ -15,19 +15,10 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from tests.conftest import serve
-from tests.test_http1_basics import (
-    TIMEOUT,
-    Gate,
-    RawClient,
-    chunked,
-    curl,
-    read_body,
-    request,
-    respond,
-    server_idle,
-    wait_until,
-)
+from tests.support.asgi import Gate, read_body, respond
+from tests.support.http1 import TIMEOUT, chunked, curl, RawClient, request
+from tests.support.server import serve, server_idle
+from tests.support.waiting import wait_until
 
 MB = 1024 * 1024
 

@@ -13,7 +13,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import serve
+from tests.support.http1 import read_until_closed
+from tests.support.server import serve
 
 pytestmark = pytest.mark.timeout(60)
 H = b"Host: x\r\n"
@@ -171,20 +172,7 @@ def exchange(port: int, raw: bytes) -> tuple[list[int], bool]:
         sock.sendall(raw)
     except OSError:
         pass
-    data, closed = b"", False
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            break
-        except ConnectionResetError:
-            closed = True
-            break
-        if not chunk:
-            closed = True
-            break
-        data += chunk
+    data, closed = read_until_closed(sock, 3)
     sock.close()
     return [int(code) for code in re.findall(rb"HTTP/1\.[01] (\d{3}) ", data)], closed
 

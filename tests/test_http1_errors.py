@@ -11,20 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import serve
-from tests.test_http1_basics import (
-    TIMEOUT,
-    Gate,
-    RawClient,
-    echo_path,
-    error_records,
-    read_body,
-    request,
-    respond,
-    server_idle,
-    tether_logs,  # noqa: F401 - the fixture
-    wait_until,
-)
+from tests.support.asgi import echo_path, Gate, read_body, respond
+from tests.support.http1 import TIMEOUT, RawClient, request
+from tests.support.logs import error_records
+from tests.support.server import serve, server_idle
+from tests.support.waiting import wait_until
 
 START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
 

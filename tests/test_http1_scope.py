@@ -9,8 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import serve
-from tests.test_http1_basics import TIMEOUT, RawClient, read_body, request, respond, server_idle
+from tests.support.asgi import read_body, respond
+from tests.support.http1 import TIMEOUT, RawClient, request
+from tests.support.server import serve, server_idle
 
 from tether.cycle import DisconnectSignal
 

@@ -31,7 +31,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import serve, wait_until
+from tests.support.server import serve
+from tests.support.waiting import wait_until
+from tests.support.ws import TEXT, frame
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -580,17 +582,12 @@ def test_corpus_size_and_ids() -> None:
     assert len(CASES) >= 70
 
 
-def masked_text_frame(payload: bytes) -> bytes:
-    mask = b"\x01\x02\x03\x04"
-    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 def test_websocket_upgrade_body_is_not_websocket_data(server: tuple) -> None:
     """RFC 9110 §7.8: the new protocol starts after the complete request message, so the bytes a
     Content-Length declares are HTTP content, never WebSocket frames. A front end that does not
     switch reads them as the body; reading them as frames smuggles a message to the app."""
     srv, app = server
-    body = masked_text_frame(b"from-the-http-body")
+    body = frame(TEXT, b"from-the-http-body")  # a masked text frame
     raw = head(b"GET /ws HTTP/1.1", HOST, b"Connection: Upgrade", b"Upgrade: websocket", b"Sec-WebSocket-Version: 13",
                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", b"Content-Length: %d" % len(body)) + body
     sock = socket.create_connection(("127.0.0.1", srv.port), timeout=READ_TIMEOUT)

@@ -9,8 +9,10 @@ import signal
 import httpx
 import pytest
 
-from tests.apps.edge_helpers import free_port, raw_request, run_cli, running, wait_until
-from tests.conftest import serve
+from tests.support.http1 import raw_request
+from tests.support.process import run_cli, running
+from tests.support.server import serve
+from tests.support.waiting import free_port, wait_until
 from tether.lifespan import LifespanFailed
 
 pytestmark = pytest.mark.timeout(60)
@@ -148,7 +150,7 @@ def test_in_process_startup_failure_raises():
 def test_startup_failed_with_lifespan_on_never_listens():
     port = free_port()
     with running("edge_apps:startup_failed", "--lifespan", "on", "--port", str(port), port=False, ready=0) as srv:
-        assert wait_until(lambda: srv.proc.poll() is not None, timeout=15)
+        wait_until(lambda: srv.proc.poll() is not None, 15, "tether exiting", interval=0.05)
         assert srv.proc.returncode != 0
     with pytest.raises(OSError):
         raw_request(port, timeout=1)

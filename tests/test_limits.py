@@ -10,13 +10,16 @@ from typing import Any
 
 import h2.config
 import h2.connection
-import h2.events
+import h2.errors
 import h2.settings
 import httpx
 import pytest
 
-from tests.conftest import serve, wait_until
-from tests.test_http1_basics import TIMEOUT, RawClient, read_body, request, respond
+from tests.support.asgi import respond
+from tests.support.h2 import H2Client
+from tests.support.http1 import TIMEOUT, RawClient, recv_until, request
+from tests.support.server import serve
+from tests.support.waiting import wait_until
 
 OK = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
 
@@ -49,7 +52,7 @@ def refused(srv: Any, raw: bytes, status: int) -> None:
     with RawClient.to(srv) as client:
         client.send(raw)
         response = client.read_response()
-        assert response.status == status, response.raw_head
+        assert response.status == status, response.raw
         assert response.get("connection") == "close"
         assert client.read_to_eof() == b""
 
@@ -192,13 +195,7 @@ def test_hundreds_of_slow_heads_timing_out_together_all_get_408() -> None:
             still_serving(srv)
             answers = []
             for sock in slow:
-                data = b""
-                while b"\r\n" not in data:
-                    chunk = sock.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                answers.append(data.split(b"\r\n", 1)[0])
+                answers.append(recv_until(sock, b"\r\n", 10).split(b"\r\n", 1)[0])
             assert answers == [b"HTTP/1.1 408 Request Timeout"] * 300
             still_serving(srv)
         finally:
@@ -256,80 +253,29 @@ def test_client_that_stops_reading_is_cut_after_timeout_write_and_send_raises() 
 
 
 # ---------------------------------------------------------------------- HTTP/2
-class H2Client:
-    def __init__(self, port: int, initial_window: int | None = None) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
-        self.conn.initiate_connection()
-        if initial_window is not None:
-            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: initial_window})
-        self.sock.sendall(self.conn.data_to_send())
-        self.events: list = []
-
-    def request(self, method: str, headers: list | None = None, body: bytes = b"", end: bool = True) -> int:
-        stream_id = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(stream_id, [(":method", method), (":path", "/"), (":scheme", "http"),
-                                           (":authority", "127.0.0.1"), *(headers or [])], end_stream=end and not body)
-        if body:
-            self.conn.send_data(stream_id, body, end_stream=end)
-        self.sock.sendall(self.conn.data_to_send())
-        return stream_id
-
-    def wait_for(self, predicate: Any, timeout: float = 10) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in self.events:
-                if predicate(event):
-                    return event
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                break
-            if not data:
-                break
-            self.events += self.conn.receive_data(data)
-            self.sock.sendall(self.conn.data_to_send())
-        raise AssertionError(f"no matching event; got {self.events}")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_http2_declared_body_over_limit_gets_413() -> None:
     seen = Seen()
     with serve(reading_app(seen), limit_request_body=10) as srv:
-        client = H2Client(srv.port)
-        try:
-            stream_id = client.request("POST", [("content-length", "11")], b"x" * 11)
-            event = client.wait_for(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id)
-            assert dict(event.headers)[":status"] == "413"
-            ok_id = client.request("POST", [("content-length", "3")], b"abc")
-            event = client.wait_for(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == ok_id)
-            assert dict(event.headers)[":status"] == "200"
-        finally:
-            client.close()
+        with H2Client(srv.port) as client:
+            stream_id = client.request("/", "POST", ((b"content-length", b"11"),), b"x" * 11)
+            client.wait(lambda: client.streams[stream_id].headers, what="the response")
+            assert client.streams[stream_id].status == 413
+            ok_id = client.request("/", "POST", ((b"content-length", b"3"),), b"abc")
+            client.wait(lambda: client.streams[ok_id].headers, what="the second response")
+            assert client.streams[ok_id].status == 200
 
 
 def test_http2_undeclared_body_over_limit_gets_413_and_the_app_is_told() -> None:
     seen = Seen()
     with serve(reading_app(seen), limit_request_body=10) as srv:
-        client = H2Client(srv.port)
-        try:
-            stream_id = client.request("POST", body=b"x" * 8, end=False)
-            deadline = time.monotonic() + TIMEOUT
-            while not seen.messages and time.monotonic() < deadline:
-                time.sleep(0.01)
-            client.conn.send_data(stream_id, b"y" * 8)
-            client.sock.sendall(client.conn.data_to_send())
-            event = client.wait_for(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id)
-            assert dict(event.headers)[":status"] == "413"
-            deadline = time.monotonic() + TIMEOUT
-            while "http.disconnect" not in seen.messages and time.monotonic() < deadline:
-                time.sleep(0.01)
+        with H2Client(srv.port) as client:
+            stream_id = client.request("/", "POST", body=b"x" * 8, end=False)
+            wait_until(lambda: seen.messages, TIMEOUT, "the first part of the body reaching the app")
+            client.send_body(stream_id, b"y" * 8)
+            client.wait(lambda: client.streams[stream_id].headers, what="the response")
+            assert client.streams[stream_id].status == 413
+            wait_until(lambda: "http.disconnect" in seen.messages, TIMEOUT, "the app told http.disconnect")
             assert seen.messages == ["http.request", "http.disconnect"]
-        finally:
-            client.close()
 
 
 def test_http2_stream_held_at_zero_window_is_reset_after_timeout_write() -> None:
@@ -344,17 +290,12 @@ def test_http2_stream_held_at_zero_window_is_reset_after_timeout_write() -> None
             seen.send_errors.append(exc)
 
     with serve(app, timeout_write=1) as srv:
-        client = H2Client(srv.port, initial_window=0)  # the server may send no DATA at all
-        try:
-            stream_id = client.request("GET")
-            reset = client.wait_for(lambda e: isinstance(e, h2.events.StreamReset) and e.stream_id == stream_id,
-                                    timeout=15)
-            assert reset.error_code == h2.errors.ErrorCodes.CANCEL
-        finally:
-            client.close()
-        deadline = time.monotonic() + TIMEOUT
-        while not seen.send_errors and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # INITIAL_WINDOW_SIZE 0: the server may send no DATA at all
+        with H2Client(srv.port, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}) as client:
+            stream_id = client.request("/")
+            client.wait(lambda: client.streams[stream_id].reset is not None, 15, "the stream reset")
+            assert client.streams[stream_id].reset == h2.errors.ErrorCodes.CANCEL
+        wait_until(lambda: seen.send_errors, TIMEOUT, "send() raising")
         assert type(seen.send_errors[0]).__name__ == "ClientDisconnected"
 
 

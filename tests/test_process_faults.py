@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.apps.edge_helpers import raw_request, running, wait_until
+from tests.support.http1 import raw_request
+from tests.support.process import running
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -38,15 +39,8 @@ def test_out_of_descriptors_is_logged_and_serving_resumes(loop: str) -> None:
             for sock in idle:
                 sock.close()
         # Descriptors free again: new connections are served (no restart, no manual action).
-        assert wait_until(lambda: _answers(srv.port), timeout=10), srv.output()[-2000:]
+        srv.wait_serving(timeout=10)
         assert srv.proc.poll() is None
-
-
-def _answers(port: int) -> bool:
-    try:
-        return raw_request(port, timeout=2)[0] == 200
-    except OSError:
-        return False
 
 
 def test_worker_that_exits_under_the_app_is_replaced_and_others_keep_serving() -> None:

@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.apps.edge_helpers import assert_one_error_line, free_port, pid_alive, raw_request, run_cli, running, wait_until
-from tests.test_workers import RequestLoop
+from tests.support.http1 import RequestLoop, raw_request
+from tests.support.process import assert_one_error_line, pid_alive, run_cli, running
+from tests.support.waiting import free_port, wait_until
 from tether.server.recycling import rss_mib, spread_deadline
 
 pytestmark = pytest.mark.timeout(90)
@@ -52,35 +53,9 @@ class ChildWatcher:
         self.thread.join(5)
 
 
-class SlowRequests:
+def slow_requests(port: int) -> RequestLoop:
     """Requests that take 0.4 s each, one after another, so that some are always in flight."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.ok = 0
-        self.failures: list[str] = []
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 40
-        while not self.stop_event.is_set() and time.monotonic() < deadline:
-            try:
-                status, _, body = raw_request(self.port, path="/sleep?s=0.4", timeout=10)
-                if status == 200:
-                    self.ok += 1
-                else:
-                    self.failures.append(f"status {status}")
-            except Exception as exc:  # counted as a failure
-                self.failures.append(repr(exc))
-
-    def __enter__(self) -> "SlowRequests":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_event.set()
-        self.thread.join(15)
+    return RequestLoop(port, "/sleep?s=0.4", timeout=10, pause=0)
 
 
 def answering_pids(port: int, want: set[int], attempts: int = 200) -> set[int]:
@@ -104,12 +79,12 @@ def recycle_lines(out: str, reason: str = "") -> list[str]:
 def test_lifetime_replaces_workers_one_at_a_time_without_failed_requests():
     with running("recycle_apps:app", "--workers", "2", "--workers-lifetime", "2", "--no-access-log", ready=2) as srv:
         first = set(srv.worker_pids())
-        with ChildWatcher(srv) as children, RequestLoop(srv.port) as fast, SlowRequests(srv.port) as slow:
+        with ChildWatcher(srv) as children, RequestLoop(srv.port) as fast, slow_requests(srv.port) as slow:
             # Lifetimes 1 s and 2 s at first, then one replacement a second: wait for 5 of them.
             srv.wait_for("Recycling worker", count=5, timeout=20)
-            assert wait_until(lambda: not any(pid_alive(pid) for pid in first), timeout=10)
+            wait_until(lambda: not any(pid_alive(pid) for pid in first), 10, "the first workers gone", interval=0.05)
             served = fast.ok
-            assert wait_until(lambda: fast.ok >= served + 20, timeout=10)
+            wait_until(lambda: fast.ok >= served + 20, 10, "20 more requests served", interval=0.05)
         out = srv.output()
         assert fast.failures == [] and slow.failures == [], (fast.failures[:5], slow.failures[:5])
         assert fast.ok > 100 and slow.ok >= 8, (fast.ok, slow.ok)
@@ -134,12 +109,12 @@ def test_lifetime_with_one_worker_runs_the_supervisor_and_replaces_it_gracefully
         assert "Recycling each worker after at most 1.5 s" in out
         first = srv.worker_pids()[0]
         assert first != srv.pid and srv.children() == {first}
-        with RequestLoop(srv.port) as fast, SlowRequests(srv.port) as slow:
+        with RequestLoop(srv.port) as fast, slow_requests(srv.port) as slow:
             srv.wait_for("Recycling worker", count=2, timeout=15)
             srv.wait_ready(3, timeout=15)
-            assert wait_until(lambda: not pid_alive(first), timeout=10)
+            wait_until(lambda: not pid_alive(first), 10, "the first worker gone", interval=0.05)
             served = fast.ok
-            assert wait_until(lambda: fast.ok >= served + 10, timeout=10)
+            wait_until(lambda: fast.ok >= served + 10, 10, "10 more requests served", interval=0.05)
         # With a single worker too, the new one serves before the old one stops: nothing fails.
         assert fast.failures == [] and slow.failures == [], (fast.failures[:5], slow.failures[:5])
         assert len(set(fast.pids)) >= 2
@@ -157,9 +132,10 @@ def test_sighup_during_recycling_shares_the_queue():
             srv.send_signal(signal.SIGHUP)
             srv.wait_for("Received SIGHUP")
             # Every worker alive at the SIGHUP is replaced, one at a time, with the lifetime ones.
-            assert wait_until(lambda: not any(pid_alive(pid) for pid in before), timeout=15), srv.output()
+            wait_until(lambda: not any(pid_alive(pid) for pid in before), 15,
+                       lambda: f"the workers from before gone:\n{srv.output()}", interval=0.05)
             served = fast.ok
-            assert wait_until(lambda: fast.ok >= served + 20, timeout=10)
+            wait_until(lambda: fast.ok >= served + 20, 10, "20 more requests served", interval=0.05)
         out = srv.output()
         assert fast.failures == [], fast.failures[:5]
         assert "did not start" not in out and "killing" not in out and "died" not in out, out
@@ -172,7 +148,7 @@ def test_sigterm_during_a_recycle_stops_everything():
         workers = set(srv.worker_pids())
         srv.send_signal(15)
         assert srv.wait(15) == 0
-        assert wait_until(lambda: not any(pid_alive(pid) for pid in workers), timeout=5)
+        wait_until(lambda: not any(pid_alive(pid) for pid in workers), 5, "every worker gone", interval=0.05)
 
 
 # ---------------------------------------------------------------------- --workers-max-rss
@@ -189,9 +165,9 @@ def test_max_rss_replaces_the_worker_that_grew():
             started = time.monotonic()
             out = srv.wait_for(f"Recycling worker {big}: its RSS is", timeout=10)
             assert time.monotonic() - started < 3  # checked every second
-            assert wait_until(lambda: not pid_alive(big), timeout=10), srv.output()
+            wait_until(lambda: not pid_alive(big), 10, lambda: f"the big worker gone:\n{srv.output()}", interval=0.05)
             served = fast.ok
-            assert wait_until(lambda: fast.ok >= served + 20, timeout=10)
+            wait_until(lambda: fast.ok >= served + 20, 10, "20 more requests served", interval=0.05)
         assert fast.failures == [], fast.failures[:5]
         line = recycle_lines(out)[0]
         assert re.search(r"its RSS is 1\d\d MiB, over --workers-max-rss 80 MiB", line), line
@@ -238,7 +214,7 @@ def test_recycling_needs_an_import_string():
     import subprocess
     import sys
 
-    from tests.apps.edge_helpers import tether_env
+    from tests.support.process import tether_env
 
     code = (
         "import tether\n"

@@ -8,7 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.apps.edge_helpers import running, wait_until
+from tests.support.process import Tether, running
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -42,8 +43,10 @@ def text_of(url: str) -> str | None:
     return response.text if response.status_code == 200 else None
 
 
-def eventually_serves(url: str, expected: str, timeout: float = 10.0) -> bool:
-    return wait_until(lambda: text_of(url) == expected, timeout=timeout, interval=0.1)
+def eventually_serves(srv: Tether, expected: str, timeout: float = 10.0) -> None:
+    """``srv`` answers ``expected`` within ``timeout``; the failure shows the server's output."""
+    wait_until(lambda: text_of(srv.url) == expected, timeout,
+               lambda: f"{srv.url} answering {expected!r} (now {text_of(srv.url)!r}):\n{srv.output()}", interval=0.1)
 
 
 def touch(path: Path, text: str) -> None:
@@ -65,7 +68,7 @@ def test_edit_reloads(app_dir):
         assert text_of(srv.url) == "version 1"
         first_worker = srv.worker_pids()[0]
         write_app(app_dir, "version 2")
-        assert eventually_serves(srv.url, "version 2"), srv.output()
+        eventually_serves(srv, "version 2")
         assert "Detected changes in reload_app.py: reloading" in srv.output()
         assert srv.worker_pids()[-1] != first_worker  # a fresh worker imported the new code
         assert srv.stop() == 0
@@ -75,7 +78,7 @@ def test_reload_with_app_dir_from_elsewhere(app_dir, tmp_path):
     with running("reload_app:app", "--reload", "--app-dir", str(app_dir), cwd=tmp_path) as srv:
         assert text_of(srv.url) == "version 1"
         write_app(app_dir, "version 2")
-        assert eventually_serves(srv.url, "version 2"), srv.output()
+        eventually_serves(srv, "version 2")
 
 
 def test_excluded_file_does_not_reload(app_dir):
@@ -89,7 +92,7 @@ def test_excluded_file_does_not_reload(app_dir):
         assert "Detected changes" not in srv.output()
         assert len(srv.worker_pids()) == 1
         write_app(app_dir, "version 3")
-        assert eventually_serves(srv.url, "version 3"), srv.output()
+        eventually_serves(srv, "version 3")
         out = srv.output()
         assert out.count("Detected changes") == 1
         line = next(line for line in out.splitlines() if "Detected changes" in line)
@@ -101,7 +104,7 @@ def test_included_pattern_reloads(app_dir):
     with running("reload_app:app", "--reload", "--reload-include", "*.cfg", cwd=app_dir) as srv:
         assert text_of(srv.url) == "version 1+cfg1"
         (app_dir / "settings.cfg").write_text("+cfg2\n")
-        assert eventually_serves(srv.url, "version 1+cfg2"), srv.output()
+        eventually_serves(srv, "version 1+cfg2")
         assert "Detected changes in settings.cfg" in srv.output()
 
 
@@ -118,7 +121,7 @@ def test_reload_dir(app_dir, tmp_path):
         assert text_of(srv.url) == "version 1"
         # ... a change in the watched dir does, and picks up the edited app too.
         (watched / "trigger.py").write_text("A = 2\n")
-        assert eventually_serves(srv.url, "version 2"), srv.output()
+        eventually_serves(srv, "version 2")
 
 
 def test_broken_edit_keeps_watching_and_recovers(app_dir):
@@ -129,7 +132,7 @@ def test_broken_edit_keeps_watching_and_recovers(app_dir):
         srv.wait_for("SyntaxError", timeout=10)
         assert srv.proc.poll() is None, "the supervisor keeps running to wait for a fix"
         write_app(app_dir, "fixed")
-        assert eventually_serves(srv.url, "fixed", timeout=15), srv.output()
+        eventually_serves(srv, "fixed", timeout=15)
         assert srv.stop() == 0
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.server import ROOT
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(240)]
 SOAK_SECONDS = 45

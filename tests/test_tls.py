@@ -8,57 +8,15 @@ import socket
 import ssl
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.apps.edge_helpers import assert_one_error_line, free_port, run_cli, running
+from tests.support.process import assert_one_error_line, run_cli, running
+from tests.support.waiting import free_port
 
 trustme = pytest.importorskip("trustme")
 pytestmark = pytest.mark.timeout(60)
-
-
-class Certs:
-    def __init__(self, directory: Path) -> None:
-        self.ca = trustme.CA()
-        server = self.ca.issue_cert("127.0.0.1", "localhost")
-        client = self.ca.issue_cert("client@example.org")
-        self.ca_file = directory / "ca.pem"
-        self.cert_file = directory / "server.pem"
-        self.key_file = directory / "server.key"
-        self.encrypted_key_file = directory / "server-encrypted.key"
-        self.client_cert_file = directory / "client.pem"
-        self.client_key_file = directory / "client.key"
-        self.ca.cert_pem.write_to_path(str(self.ca_file))
-        self.cert_file.write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
-        server.private_key_pem.write_to_path(str(self.key_file))
-        self.client_cert_file.write_bytes(b"".join(blob.bytes() for blob in client.cert_chain_pems))
-        client.private_key_pem.write_to_path(str(self.client_key_file))
-
-        from cryptography.hazmat.primitives import serialization
-
-        key = serialization.load_pem_private_key(server.private_key_pem.bytes(), password=None)
-        self.encrypted_key_file.write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"correct horse"),
-        ))
-
-    def server_args(self, key: Path | None = None) -> list[str]:
-        return ["--ssl-certfile", str(self.cert_file), "--ssl-keyfile", str(key or self.key_file)]
-
-    def client_context(self, with_client_cert: bool = False, max_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self.ca_file))
-        if with_client_cert:
-            context.load_cert_chain(str(self.client_cert_file), str(self.client_key_file))
-        if max_version is not None:
-            context.maximum_version = max_version
-        return context
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory) -> Certs:
-    return Certs(tmp_path_factory.mktemp("certs"))
 
 
 def https(port: int) -> str:
@@ -227,7 +185,7 @@ def test_tls_completed_responses_log_no_error(certs):
 def test_streamed_response_over_tls_is_not_held_back(certs, loop):
     """A response sent in many send() calls to a client that only reads: the TLS transport must
     not leave send() paused (a high-water mark of 0 made it wait for the client's next bytes)."""
-    from tests.conftest import serve
+    from tests.support.server import serve
 
     chunk = bytes(range(256)) * 64  # 16 KiB
 

@@ -15,7 +15,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.conftest import serve
+from tests.support.server import serve
 from tether.protocols.wire import (
     NO_BODY_STATUSES, STATUS_LINES, build_head, check_field, chunk, decode_path, declared_length, simple_response,
     trailer_block,

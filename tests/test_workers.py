@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.apps.edge_helpers import free_port, pid_alive, raw_request, run_cli, running, wait_until
+from tests.support.http1 import RequestLoop, raw_request
+from tests.support.process import pid_alive, run_cli, running
+from tests.support.waiting import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -31,41 +33,6 @@ def collect_pids(port: int, want: int, attempts: int = 200) -> set[int]:
             if len(seen) >= want:
                 break
     return seen
-
-
-class RequestLoop:
-    """Requests on new connections in a background thread; counts successes and failures."""
-
-    def __init__(self, port: int, path: str = "/", max_seconds: float = 40.0) -> None:
-        self.port = port
-        self.path = path
-        self.ok = 0
-        self.failures: list[str] = []
-        self.pids: list[int] = []
-        self.stop_event = threading.Event()
-        self.deadline = time.monotonic() + max_seconds
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop_event.is_set() and time.monotonic() < self.deadline:
-            try:
-                status, _, body = raw_request(self.port, path=self.path, timeout=5)
-                if status == 200:
-                    self.ok += 1
-                    self.pids.append(json.loads(body)["pid"])
-                else:
-                    self.failures.append(f"status {status}")
-            except Exception as exc:  # counted as a failure
-                self.failures.append(repr(exc))
-            time.sleep(0.002)
-
-    def __enter__(self) -> "RequestLoop":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_event.set()
-        self.thread.join(15)
 
 
 def test_two_workers_serve_from_two_pids():
@@ -101,7 +68,7 @@ def test_sigterm_stops_supervisor_and_workers():
         srv.send_signal(signal.SIGTERM)
         assert srv.wait(15) == 0
         assert time.monotonic() - started < 10
-        assert wait_until(lambda: not any(pid_alive(pid) for pid in workers), timeout=5)
+        wait_until(lambda: not any(pid_alive(pid) for pid in workers), 5, "every worker gone", interval=0.05)
         out = srv.output()
         assert "Received SIGTERM: stopping workers" in out
         assert out.count("Shutting down") == 2
@@ -132,13 +99,14 @@ def test_sighup_rolling_restart_without_failures():
     with running("edge_apps:info", "--workers", "2", ready=2) as srv:
         old = set(srv.worker_pids())
         with RequestLoop(srv.port) as loop:
-            assert wait_until(lambda: loop.ok >= 20, timeout=10)
+            wait_until(lambda: loop.ok >= 20, 10, "20 requests served", interval=0.05)
             srv.send_signal(signal.SIGHUP)
             srv.wait_for("Received SIGHUP")
             srv.wait_ready(4, timeout=30)
-            assert wait_until(lambda: not any(pid_alive(pid) for pid in old), timeout=20), srv.output()
+            wait_until(lambda: not any(pid_alive(pid) for pid in old), 20,
+                       lambda: f"the old workers gone:\n{srv.output()}", interval=0.05)
             served_before = loop.ok
-            assert wait_until(lambda: loop.ok >= served_before + 20, timeout=10)
+            wait_until(lambda: loop.ok >= served_before + 20, 10, "20 more requests served", interval=0.05)
         new = set(srv.worker_pids()) - old
         assert len(new) == 2
         assert srv.children() == new
@@ -174,7 +142,7 @@ def test_workers_need_an_import_string():
     import subprocess
     import sys
 
-    from tests.apps.edge_helpers import tether_env
+    from tests.support.process import tether_env
 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, env=tether_env())
     assert result.returncode == 1
@@ -190,10 +158,10 @@ def test_limit_max_requests_recycles_workers():
         for _ in range(30):
             pids.append(pid_of_response(srv.port))
         srv.wait_for("exited (recycled)", timeout=10)
-        assert wait_until(lambda: len(srv.worker_pids()) >= 4, timeout=15)
+        wait_until(lambda: len(srv.worker_pids()) >= 4, 15, "4 workers started in all", interval=0.05)
         assert len(set(pids)) >= 3, pids  # new workers took over
         assert set(pids) - first
-        assert len(srv.children()) == 2 or wait_until(lambda: len(srv.children()) == 2, timeout=10)
+        wait_until(lambda: len(srv.children()) == 2, 10, lambda: f"2 workers (now {srv.children()})", interval=0.05)
         # Still serving after the recycling.
         assert pid_of_response(srv.port) in srv.children()
         assert srv.stop() == 0
@@ -202,6 +170,7 @@ def test_limit_max_requests_recycles_workers():
 def test_limit_max_requests_with_workers_loses_no_request():
     with running("edge_apps:info", "--workers", "2", "--limit-max-requests", "10", ready=2) as srv:
         with RequestLoop(srv.port) as loop:
-            assert wait_until(lambda: loop.ok >= 60, timeout=30), (loop.ok, loop.failures[:3])
+            wait_until(lambda: loop.ok >= 60, 30, lambda: f"60 requests served ({loop.ok}, {loop.failures[:3]})",
+                       interval=0.05)
         assert loop.failures == [], loop.failures[:5]
         assert len(set(loop.pids)) >= 4

@@ -18,35 +18,20 @@ import tether
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.conftest import serve, wait_until
-from tests.test_http1_basics import TIMEOUT, RawClient
-from tests.wsraw import BINARY, RawWebSocket, frame
+from tests.support.http1 import TIMEOUT, RawClient
+from tests.support.probe import Probe
+from tests.support.server import serve
+from tests.support.waiting import wait_until
+from tests.support.ws import BINARY, frame, RawWebSocket
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Record:
-    """What the app saw, shared with the test thread."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, Any] = {}
-        self.events: dict[str, threading.Event] = {}
-
-    def mark(self, name: str, value: Any = True) -> None:
-        self.items[name] = value
-        self.events.setdefault(name, threading.Event()).set()
-
-    def wait(self, name: str, timeout: float = 5.0) -> Any:
-        event = self.events.setdefault(name, threading.Event())
-        assert event.wait(timeout), f"the app never got to {name!r}; saw {sorted(self.items)}"
-        return self.items[name]
 
 
 def ws_url(srv: Any, path: str = "/") -> str:
     return f"ws://127.0.0.1:{srv.port}{path}"
 
 
-async def accept_and_echo(scope: dict, receive: Any, send: Any, record: Record) -> None:
+async def accept_and_echo(scope: dict, receive: Any, send: Any, record: Probe) -> None:
     assert (await receive())["type"] == "websocket.connect"
     await send({"type": "websocket.accept"})
     while True:
@@ -57,7 +42,7 @@ async def accept_and_echo(scope: dict, receive: Any, send: Any, record: Record) 
         await send({"type": "websocket.send", **{k: v for k, v in message.items() if k in ("text", "bytes")}})
 
 
-def echo_app(record: Record) -> Any:
+def echo_app(record: Probe) -> Any:
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
             record.mark("scope", scope)
@@ -67,13 +52,13 @@ def echo_app(record: Record) -> Any:
 
 # ---------------------------------------------------------------------- handshake and scope
 def test_scope_of_a_websocket_session() -> None:
-    record = Record()
+    record = Probe()
     with serve(echo_app(record), root_path="/api") as srv:
         with connect(ws_url(srv, "/chat%20room?x=1&y=%20"), subprotocols=["v2.chat", "v1.chat"],
                      additional_headers={"X-Custom": "yes"}, open_timeout=TIMEOUT) as ws:
             ws.send("hi")
             assert ws.recv(TIMEOUT) == "hi"
-        scope = record.wait("scope")
+        scope = record.wait_value("scope")
     assert scope["type"] == "websocket"
     assert scope["asgi"]["version"] == "3.0"
     assert scope["http_version"] == "1.1"
@@ -127,7 +112,7 @@ def test_app_failing_before_accept_answers_500_and_the_server_keeps_serving() ->
         if scope["type"] == "websocket":
             if scope["path"] == "/boom":
                 raise ValueError("boom")
-            await accept_and_echo(scope, receive, send, Record())
+            await accept_and_echo(scope, receive, send, Probe())
 
     with serve(app) as srv:
         with pytest.raises(InvalidStatus) as info:
@@ -162,7 +147,7 @@ def test_denial_response_with_a_streamed_body() -> None:
 
 @pytest.mark.parametrize("version, status", [("8", 426), ("", 400)])
 def test_bad_handshake_is_refused_and_the_app_not_called(version: str, status: int) -> None:
-    record = Record()
+    record = Probe()
     with serve(echo_app(record)) as srv:
         with RawClient.to(srv) as client:
             version_line = f"Sec-WebSocket-Version: {version}\r\n".encode() if version else b""
@@ -172,22 +157,22 @@ def test_bad_handshake_is_refused_and_the_app_not_called(version: str, status: i
             assert response.status == status
             if status == 426:
                 assert response.get("sec-websocket-version") == "13"
-        assert "scope" not in record.items
+        assert "scope" not in record
 
 
 def test_bad_websocket_key_is_400() -> None:
-    record = Record()
+    record = Probe()
     with serve(echo_app(record)) as srv:
         with RawClient.to(srv) as client:
             client.send(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                         b"Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n")
             assert client.read_response().status == 400
-        assert "scope" not in record.items
+        assert "scope" not in record
 
 
 # ---------------------------------------------------------------------- messages
 def test_text_binary_large_and_fragmented_messages() -> None:
-    record = Record()
+    record = Probe()
     with serve(echo_app(record)) as srv:
         with connect(ws_url(srv), open_timeout=TIMEOUT, max_size=None) as ws:
             ws.send("text é")
@@ -203,7 +188,7 @@ def test_text_binary_large_and_fragmented_messages() -> None:
 
 def test_per_message_deflate_is_negotiated_and_can_be_turned_off() -> None:
     for enabled in (True, False):
-        with serve(echo_app(Record()), ws_per_message_deflate=enabled) as srv:
+        with serve(echo_app(Probe()), ws_per_message_deflate=enabled) as srv:
             with connect(ws_url(srv), open_timeout=TIMEOUT) as ws:
                 names = [ext.name for ext in ws.protocol.extensions]
                 assert names == (["permessage-deflate"] if enabled else [])
@@ -212,18 +197,18 @@ def test_per_message_deflate_is_negotiated_and_can_be_turned_off() -> None:
 
 
 def test_message_over_ws_max_size_closes_with_1009() -> None:
-    record = Record()
+    record = Probe()
     with serve(echo_app(record), ws_max_size=1000) as srv:
         with connect(ws_url(srv), open_timeout=TIMEOUT) as ws:
             ws.send(b"x" * 1001)
             with pytest.raises(ConnectionClosed):
                 ws.recv(TIMEOUT)
             assert ws.protocol.close_code == 1009
-        assert record.wait("disconnect")["code"] == 1009
+        assert record.wait_value("disconnect")["code"] == 1009
 
 
 # ---------------------------------------------------------------------- the peer leaving
-def busy_app(record: Record) -> Any:
+def busy_app(record: Probe) -> Any:
     """Accepts, starts a listener task for the disconnect, and keeps its main coroutine busy."""
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
@@ -251,20 +236,20 @@ def busy_app(record: Record) -> Any:
 
 
 def test_close_frame_reaches_a_busy_app_at_once_with_code_and_reason() -> None:
-    record = Record()
+    record = Probe()
     with serve(busy_app(record)) as srv:
         ws = connect(ws_url(srv), open_timeout=TIMEOUT).__enter__()
         record.wait("ready")
         started = time.monotonic()
         ws.close(4001, "done here")
-        message = record.wait("disconnect")
-        assert record.wait("seen_at") - started < 1.0
+        message = record.wait_value("disconnect")
+        assert record.wait_value("seen_at") - started < 1.0
     assert (message["code"], message["reason"]) == (4001, "done here")
 
 
 @pytest.mark.parametrize("how", ["fin", "rst"])
 def test_tcp_gone_without_close_frame_is_1006_and_send_raises(how: str) -> None:
-    record = Record()
+    record = Probe()
     with serve(busy_app(record)) as srv:
         raw = RawWebSocket(srv.port)
         assert raw.status == 101
@@ -273,14 +258,14 @@ def test_tcp_gone_without_close_frame_is_1006_and_send_raises(how: str) -> None:
         if how == "rst":
             raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         raw.close()
-        assert record.wait("disconnect")["code"] == 1006
-        assert record.wait("seen_at") - started < 1.0
-        error = record.wait("send_error")
+        assert record.wait_value("disconnect")["code"] == 1006
+        assert record.wait_value("seen_at") - started < 1.0
+        error = record.wait_value("send_error")
     assert type(error).__name__ == "ClientDisconnected" and isinstance(error, OSError)
 
 
 def test_send_after_the_peer_left_raises_every_time() -> None:
-    record = Record()
+    record = Probe()
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
@@ -299,7 +284,7 @@ def test_send_after_the_peer_left_raises_every_time() -> None:
     with serve(app) as srv:
         with connect(ws_url(srv), open_timeout=TIMEOUT):
             pass
-        assert record.wait("errors") == ["ClientDisconnected"] * 5
+        assert record.wait_value("errors") == ["ClientDisconnected"] * 5
 
 
 @pytest.mark.parametrize("ending, code", [("close", 4002), ("return", 1000), ("raise", 1011)])
@@ -326,7 +311,7 @@ def test_how_the_app_ends_the_session_is_the_close_code(ending: str, code: int) 
 
 
 def test_cancel_policy_cancels_the_session_task_and_the_extension_sees_it() -> None:
-    record = Record()
+    record = Probe()
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
@@ -352,8 +337,8 @@ def test_cancel_policy_cancels_the_session_task_and_the_extension_sees_it() -> N
         record.wait("ready")
         started = time.monotonic()
         raw.close()  # the peer vanishes: no close frame
-        assert record.wait("extension_saw_it") is True
-        cancelled_at = record.wait("cancelled")
+        assert record.wait_value("extension_saw_it") is True
+        cancelled_at = record.wait_value("cancelled")
     assert 0.15 <= cancelled_at - started < 2.0  # after the grace period, not before
 
 
@@ -366,7 +351,7 @@ def test_a_close_frame_is_a_normal_end_not_abandoned_work(ending: str, cleanup: 
     vanishes without one is a disconnect: counted and logged with the abandoned time; an app
     that was listening (in receive()) gets a moment to end by itself (cycle/work.py REACT),
     then what is left is cancelled."""
-    record = Record()
+    record = Probe()
     caplog.set_level("INFO", logger="tether.access")
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
@@ -389,14 +374,14 @@ def test_a_close_frame_is_a_normal_end_not_abandoned_work(ending: str, cleanup: 
             ws = connect(ws_url(srv), open_timeout=TIMEOUT).__enter__()
             record.wait("ready")
             ws.close(4001, "done here")
-            assert record.wait("disconnect")["code"] == 4001
+            assert record.wait_value("disconnect")["code"] == 4001
             record.wait("cleaned_up")
         else:
             raw = RawWebSocket(srv.port)
             record.wait("ready")
             left = time.monotonic()
             raw.close()
-            assert record.wait("disconnect")["code"] == 1006
+            assert record.wait_value("disconnect")["code"] == 1006
             if cleanup > 1:
                 assert 0.2 <= record.wait("cancelled") - left < 2.0  # (after the app's moment to end itself)
             else:
@@ -407,25 +392,25 @@ def test_a_close_frame_is_a_normal_end_not_abandoned_work(ending: str, cleanup: 
     counted = tether.stats()["disconnects"]["websocket"] - before
     if ending == "close_frame":
         assert "websocket closed 4001" in lines[0] and "abandoned" not in lines[0], lines
-        assert counted == 0 and "cancelled" not in record.items
+        assert counted == 0 and "cancelled" not in record
     else:
         assert "websocket closed 1006 abandoned" in lines[0], lines
         assert lines[0].endswith("cancelled") == (cleanup > 1), lines
-        assert counted == 1 and ("cleaned_up" in record.items) == (cleanup < 1)
+        assert counted == 1 and ("cleaned_up" in record) == (cleanup < 1)
 
 
 def test_ws_none_refuses_upgrades_with_400() -> None:
-    record = Record()
+    record = Probe()
     with serve(echo_app(record), ws="none") as srv:
         with pytest.raises(InvalidStatus) as info:
             connect(ws_url(srv), open_timeout=TIMEOUT)
         assert info.value.response.status_code == 400
-        assert "scope" not in record.items
+        assert "scope" not in record
 
 
 # ---------------------------------------------------------------------- backpressure
 def test_reading_pauses_while_the_app_does_not_consume_and_nothing_is_lost() -> None:
-    record = Record()
+    record = Probe()
     release = threading.Event()
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
@@ -463,7 +448,7 @@ def test_reading_pauses_while_the_app_does_not_consume_and_nothing_is_lost() -> 
         raw.sock.setblocking(True)
         raw.sock.settimeout(TIMEOUT)
         raw.sock.sendall(data[offset:] + frame(BINARY, b"end"))
-        count, digest = record.wait("result", timeout=20)
+        count, digest = record.wait_value("result", timeout=20)
         raw.close()
     assert (count, digest) == (messages, expected.hexdigest())
 
@@ -484,7 +469,7 @@ def _send_until_stalled(sock: socket.socket, data: bytes, offset: int, stall: fl
 
 
 def test_send_waits_while_the_client_does_not_read_then_all_arrives_intact() -> None:
-    record = Record()
+    record = Probe()
     total = 200
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
@@ -501,7 +486,7 @@ def test_send_waits_while_the_client_does_not_read_then_all_arrives_intact() -> 
         raw = RawWebSocket(srv.port)
         raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         time.sleep(1.0)  # the client reads nothing for a second
-        sent_while_stalled = record.items.get("sent", 0)
+        sent_while_stalled = record.count("sent")
         assert sent_while_stalled < total // 2, "send() did not wait for a client that was not reading"
         for i in range(total):
             message = raw.read_message()
@@ -512,27 +497,27 @@ def test_send_waits_while_the_client_does_not_read_then_all_arrives_intact() -> 
 
 # ---------------------------------------------------------------------- pings and shutdown
 def test_server_pings_keep_a_healthy_session_open() -> None:
-    record = Record()
+    record = Probe()
     with serve(echo_app(record), ws_ping_interval=0.3, ws_ping_timeout=0.5) as srv:
         with connect(ws_url(srv), open_timeout=TIMEOUT) as ws:  # the client answers pings itself
             time.sleep(2.0)  # several ping intervals
             ws.send("alive")
             assert ws.recv(TIMEOUT) == "alive"
-        assert record.wait("disconnect")["code"] == 1000
+        assert record.wait_value("disconnect")["code"] == 1000
 
 
 def test_peer_that_never_answers_pings_is_dropped_with_1006() -> None:
-    record = Record()
+    record = Probe()
     with serve(echo_app(record), ws_ping_interval=0.3, ws_ping_timeout=0.5) as srv:
         raw = RawWebSocket(srv.port)  # reads nothing, answers nothing
         started = time.monotonic()
-        assert record.wait("disconnect", timeout=10)["code"] == 1006
+        assert record.wait_value("disconnect", timeout=10)["code"] == 1006
         assert time.monotonic() - started < 5
         raw.close()
 
 
 def test_graceful_shutdown_closes_open_sessions_with_1012() -> None:
-    record = Record()
+    record = Probe()
     with serve(echo_app(record), timeout_graceful_shutdown=5) as srv:
         ws = connect(ws_url(srv), open_timeout=TIMEOUT).__enter__()
         ws.send("before")
@@ -541,4 +526,4 @@ def test_graceful_shutdown_closes_open_sessions_with_1012() -> None:
         with pytest.raises(ConnectionClosed):
             ws.recv(TIMEOUT)
         assert ws.protocol.close_code == 1012
-        assert record.wait("disconnect")["code"] == 1012
+        assert record.wait_value("disconnect")["code"] == 1012

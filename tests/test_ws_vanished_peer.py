@@ -1,20 +1,18 @@
 """A WebSocket peer that vanishes without a close frame, FIN or RST (cable pulled) is found by
 Tether's pings: no pong within --ws-ping-timeout, and the app gets websocket.disconnect 1006.
-The client runs in a network namespace (see tests/test_acceptance_deadpeer.py for the HTTP
-version and why the link is set down rather than netem'd: this kernel has no netem)."""
+The client runs in a network namespace (tests/support/netns.py; see tests/test_acceptance_deadpeer.py
+for the HTTP version and why the link is set down rather than netem'd: this kernel has no netem)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 
-from tests.conftest import serve
-from tests.realworld import Recorder, netns_link
-from tests.test_acceptance_deadpeer import stop_client
+from tests.support.netns import netns_link, start_python, stop_client
+from tests.support.probe import Probe
+from tests.support.server import serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,7 +27,7 @@ time.sleep(40)  # the link goes down under us: we never close
 """
 
 
-def session_app(rec: Recorder) -> Any:
+def session_app(rec: Probe) -> Any:
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
             return
@@ -45,20 +43,19 @@ def session_app(rec: Recorder) -> Any:
 
 
 def test_pings_find_a_vanished_websocket_peer() -> None:
-    rec = Recorder()
+    rec = Probe()
     with netns_link() as link, serve(
         session_app(rec), host=link.host_addr, lifespan="off", timeout_graceful_shutdown=1,
         ws_ping_interval=1, ws_ping_timeout=1, tcp_keepalive=False,  # (only the pings can tell)
     ) as srv:
-        client = link.popen(sys.executable, "-c", CLIENT, link.host_addr, str(srv.port),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        client = start_python(link, CLIENT, srv.port)
         try:
-            if not rec.wait("open", 15):
+            if not rec.seen_within("open", 15):
                 stop_client(client)
                 pytest.fail(f"the session from the namespace never opened: {client.stderr.read()}")
             link.pull_cable()
             pulled = time.monotonic()
-            assert rec.wait("disconnect", 10), "websocket.disconnect not seen within 10 s of the cable pull"
+            rec.wait("disconnect", 10)
             seconds = rec.since("disconnect", pulled) / 1000
         finally:
             stop_client(client)

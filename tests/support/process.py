@@ -1,4 +1,5 @@
-"""Test-side helpers for the edge and process tests: Tether subprocesses and small clients.
+"""Tether as a subprocess of its own process group (``running``, ``Tether``), run to completion
+(``run_cli``), and what the edge and process tests check of it (one error line, live pids).
 
 A subprocess writes its output to a file, never to a pipe nobody reads (a busy access log would
 fill a pipe and block the server). Every wait here is bounded.
@@ -10,7 +11,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,15 +18,12 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.http1 import answers
+from tests.support.server import ROOT
+from tests.support.waiting import free_port, wait_until
+
 APPS = ROOT / "tests" / "apps"
 PYTHON_M_TETHER = [sys.executable, "-m", "tether"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tether_env(extra: dict | None = None) -> dict:
@@ -114,6 +111,13 @@ class Tether:
     def wait_ready(self, workers: int = 1, timeout: float = 20.0) -> str:
         return self.wait_for("Tether running on", count=workers, timeout=timeout)
 
+    def wait_serving(self, port: int | None = None, timeout: float = 15.0) -> None:
+        """A GET / on ``port`` (default: its own) is answered 200; the failure shows the output."""
+        port = port or self.port
+        assert port, "which port?"
+        wait_until(lambda: answers(port), timeout, lambda: f"tether answering 200 on {port}:\n{self.output()}",
+                   interval=0.05)
+
     def worker_pids(self) -> list[int]:
         """Pids from the "Tether running on ... (pid N," lines, in order of appearance."""
         return [int(pid) for pid in re.findall(r"Tether running on \S+ \(pid (\d+)", self.output())]
@@ -182,67 +186,6 @@ def running(*args: str, port: int | bool = True, ready: int = 1, env: dict | Non
         server.cleanup()
 
 
-# ---------------------------------------------------------------------- clients
-def raw_request(port: int, path: str = "/", host: str = "127.0.0.1", extra: bytes = b"", method: str = "GET",
-                timeout: float = 5.0, family: int = socket.AF_INET, address: object = None) -> tuple[int, dict, bytes]:
-    """One request on a new connection with Connection: close; returns (status, headers, body).
-
-    Headers are lower-cased; a repeated header keeps its last value.
-    """
-    target = address if address is not None else (host, port)
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(target)
-        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n".encode() + extra + b"\r\n")
-        data = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return parse_response(data)
-
-
-def parse_response(data: bytes) -> tuple[int, dict, bytes]:
-    head, sep, body = data.partition(b"\r\n\r\n")
-    assert sep, f"no complete response head in {data[:200]!r}"
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding") == "chunked":
-        body = dechunk(body)
-    return status, headers, body
-
-
-def dechunk(body: bytes) -> bytes:
-    out = b""
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2:]
-    return out
-
-
-def raw_header_lines(port: int, path: str = "/") -> list[str]:
-    """The raw response head lines (status line first), to check headers exactly."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-
-
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -256,12 +199,3 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
