@@ -267,7 +267,6 @@ CADDYFILE = """\
 {{
     admin off
     auto_https off
-    persist_config off
 }}
 http://:{port} {{
     bind 127.0.0.1
