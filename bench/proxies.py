@@ -47,6 +47,30 @@ def machine() -> dict:
             "caddy": version("/usr/bin/caddy", "version")}
 
 
+PHASE_TITLES = {"before_response": "before the response", "idle_stream": "quiet stream",
+                "active_stream": "busy stream (an event / 100 ms)"}
+
+
+def render(rows: list[dict], patience: float) -> str:
+    """One line per configuration, one column per phase: "median / max ms (told/trials)"."""
+    lines = ["| proxy | configuration | " + " | ".join(PHASE_TITLES[p] for p in PHASES) + " |",
+             "|---|---|" + "---|" * len(PHASES)]
+    for setup in dict.fromkeys(row["setup"] for row in rows):
+        cells = []
+        for phase in PHASES:
+            row = next((r for r in rows if r["setup"] == setup and r["phase"] == phase), None)
+            if row is None:
+                cells.append("—")
+            elif not row["told"]:
+                cells.append(f"**not told** (0/{row['trials']} within {patience:g} s)")
+            else:
+                missed = "" if row["told"] == row["trials"] else f", {row['trials'] - row['told']} not told"
+                cells.append(f"{row['median_ms']:.1f} / {row['max_ms']:.1f} ({row['told']}/{row['trials']}{missed})")
+        config = next(r["config"] for r in rows if r["setup"] == setup)
+        lines.append(f"| {setup} | {config} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=50, help="trials per configuration and phase")
@@ -79,16 +103,10 @@ def main(argv: list[str] | None = None) -> int:
                           + (f"  median {row['median_ms']:.2f} ms  max {row['max_ms']:.2f} ms" if told else ""),
                           flush=True)
     command = "python3 bench/proxies.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    table = ["| proxy, configuration | client leaves | told | median ms | max ms |", "|---|---|---|---|---|"]
-    for row in rows:
-        def ms(value: float | None) -> str:
-            return "—" if value is None else f"{value:.1f}"
-        told = f"{row['told']}/{row['trials']}" if row["told"] else f"0/{row['trials']} within {args.patience:g} s"
-        table.append(f"| {row['setup']}: `{row['config']}` | {row['phase'].replace('_', ' ')} | {told} "
-                     f"| {ms(row['median_ms'])} | {ms(row['max_ms'])} |")
+    table = render(rows, args.patience)
     write_results("proxies", {"command": command.strip(), "machine": machine(), "patience": args.patience,
-                              "rows": rows}, "\n".join(table), command.strip())
-    print("\n".join(table))
+                              "rows": rows}, table, command.strip())
+    print(table)
     return 0
 
 

@@ -128,20 +128,20 @@ class ProxySetup:
 
 ALL = dict.fromkeys(PHASES, True)
 SETUPS = [
-    ProxySetup("nginx", "proxy_pass http://tether;",
+    ProxySetup("nginx", "`proxy_pass http://tether;`",
                lambda up: run_nginx(up, location=NGINX_PLAIN), ALL),
-    ProxySetup("nginx keepalive", 'upstream tether { server ...; keepalive 8; } + proxy_http_version 1.1; '
-               'proxy_set_header Connection "";',
+    ProxySetup("nginx keepalive", '`keepalive 8;` in the upstream, `proxy_http_version 1.1;`, '
+               '`proxy_set_header Connection "";`',
                lambda up: run_nginx(up, location=NGINX_HTTP11, upstream_extra="keepalive 8;"), ALL),
-    ProxySetup("nginx ignore abort", "proxy_ignore_client_abort on;",
+    ProxySetup("nginx ignore abort", "`proxy_ignore_client_abort on;`",
                lambda up: run_nginx(up, location=NGINX_PLAIN + "\n            proxy_ignore_client_abort on;"),
                {"before_response": False, "idle_stream": False, "active_stream": True}),
-    ProxySetup("HAProxy", "mode http (defaults)",
+    ProxySetup("HAProxy", "`mode http`, defaults",
                lambda up: run_haproxy(up),
                {"before_response": False, "idle_stream": False, "active_stream": True}),
-    ProxySetup("HAProxy abortonclose", "option abortonclose",
+    ProxySetup("HAProxy abortonclose", "`option abortonclose`",
                lambda up: run_haproxy(up, defaults_extra="    option abortonclose"), ALL),
-    ProxySetup("Caddy", "reverse_proxy 127.0.0.1:8000",
+    ProxySetup("Caddy", "`reverse_proxy 127.0.0.1:8000`",
                lambda up: run_caddy(up), ALL),
 ]
 BY_NAME = {setup.name: setup for setup in SETUPS}

@@ -224,6 +224,19 @@ def h2_response(sock: Any, conn: h2.connection.H2Connection, stream: int, recv: 
     raise AssertionError("no HTTP/2 response within 5 s")
 
 
+def test_x_forwarded_for_is_trusted_only_from_a_trusted_header_client() -> None:
+    """The header's client is the peer now: X-Forwarded-For counts only if it is in --forwarded-allow-ips."""
+    calls = Calls()
+    request = b"GET /who HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.99\r\n\r\n"
+    with serve(who_app(calls), proxy_protocol="v1", forwarded_allow_ips="127.0.0.1,10.0.0.5", lifespan="off") as srv:
+        with srv.connect() as sock:
+            sock.sendall(V1 + request)  # the header's client, 203.0.113.7, is not trusted
+            assert body_json(read_response(sock))["client"] == CLIENT
+        with srv.connect() as sock:
+            sock.sendall(b"PROXY TCP4 10.0.0.5 10.0.0.1 5000 80\r\n" + request)  # a trusted proxy behind the proxy
+            assert body_json(read_response(sock))["client"] == ["192.0.2.99", 0]
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_the_client_leaving_is_still_seen_at_once(loop: str) -> None:
     calls = Calls()
