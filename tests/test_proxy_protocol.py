@@ -22,7 +22,7 @@ import h2.connection
 import h2.events
 import pytest
 
-from tests.apps.edge_helpers import assert_one_error_line, run_cli
+from tests.apps.edge_helpers import assert_one_error_line, run_cli, running
 from tests.conftest import serve, wait_until
 from tether.server.proxy_protocol import V2_SIGNATURE
 
@@ -472,3 +472,17 @@ def test_the_option_on_the_command_line(tmp_path: Any) -> None:
                           "--proxy-protocol on a UNIX socket (--uds) needs --forwarded-allow-ips '*'")
     help_text = run_cli("--help").stdout
     assert "--proxy-protocol [off|v1|v2|auto]" in help_text
+
+
+def test_the_option_from_the_environment_with_workers() -> None:
+    """TETHER_PROXY_PROTOCOL reaches every forked worker; the access log names the header's client."""
+    with running("edge_apps:info", "--workers", "2", ready=2, env={"TETHER_PROXY_PROTOCOL": "v2"}) as srv:
+        for _ in range(4):
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+                sock.sendall(V2 + REQUEST)
+                assert body_json(read_response(sock))["client"] == CLIENT
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+                sock.sendall(REQUEST)
+                assert closed_without_answer(sock)
+        wait_until(lambda: srv.output().count('203.0.113.7:40123 - "GET /who HTTP/1.1" 200') == 4, what="4 access lines")
+        assert "expected a PROXY protocol v2 header" in srv.output()

@@ -195,7 +195,7 @@ class ProxyHeaderReader(asyncio.BufferedProtocol):
     """
 
     __slots__ = ("settings", "mode", "ssl_context", "transport", "client", "data", "chunk", "need",
-                 "started", "idle_since", "done", "early", "early_eof", "lost")
+                 "started", "idle_since", "done", "early", "early_eof", "lost", "handshake")
 
     def __init__(self, settings: Any, mode: str, ssl_context: Any = None) -> None:
         self.settings = settings
@@ -212,6 +212,7 @@ class ProxyHeaderReader(asyncio.BufferedProtocol):
         self.early: bytearray | None = None  # TLS: bytes decrypted before HTTP/1.1 takes over
         self.early_eof = False
         self.lost = False
+        self.handshake: asyncio.Task | None = None  # (a reference, so that the task is not collected)
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: Any) -> None:
@@ -260,7 +261,7 @@ class ProxyHeaderReader(asyncio.BufferedProtocol):
             self._hand_over(self.transport, addresses, rest)
         else:
             self.transport.pause_reading()  # (start_tls takes over the reading)
-            self.settings.loop.create_task(self._start_tls(addresses))
+            self.handshake = self.settings.loop.create_task(self._start_tls(addresses))
 
     def eof_received(self) -> bool | None:
         if self.done:
