@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[0] = str(ROOT)  # (not bench/: its h2.py would shadow the h2 package Tether imports)
 
 from bench.report import write_results  # noqa: E402
 from tests.conftest import serve  # noqa: E402
