@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import LIFESPAN_CHOICES, LOG_LEVELS, LOOP_CHOICES, ON_DISCONNECT_CHOICES, SSL_CERT_REQS, WS_CHOICES, HTTP_CHOICES, Config
+from .config import LIFESPAN_CHOICES, LOG_LEVELS, LOOP_CHOICES, ON_DISCONNECT_CHOICES, SSL_CERT_REQS, WS_CHOICES, HTTP_CHOICES, PROXY_PROTOCOL_CHOICES, Config
 from .errors import ConfigError
 
 D = Config.__dataclass_fields__  # defaults, so that CLI and API cannot drift apart
@@ -38,6 +38,7 @@ def default(name: str) -> Any:
 @click.option("--root-path", default="", help="ASGI root_path, for an app mounted below a path by a proxy.")
 @click.option("--proxy-headers/--no-proxy-headers", default=True, show_default=True, help="Trust X-Forwarded-For/-Proto from --forwarded-allow-ips.")
 @click.option("--forwarded-allow-ips", default=default("forwarded_allow_ips"), show_default=True, help="Comma-separated proxy addresses/networks to trust, or '*'.")
+@click.option("--proxy-protocol", type=click.Choice(PROXY_PROTOCOL_CHOICES), default="off", show_default=True, help="Expect a PROXY protocol header (v1, v2 or either: auto) on every connection, from --forwarded-allow-ips only.")
 @click.option("--timeout-keep-alive", type=float, default=default("timeout_keep_alive"), show_default=True, help="Seconds an idle keep-alive connection stays open.")
 @click.option("--timeout-graceful-shutdown", type=float, default=default("timeout_graceful_shutdown"), show_default=True, help="Seconds in-flight requests get to finish on shutdown.")
 @click.option("--limit-concurrency", type=int, default=None, help="Requests in flight per worker before answering 503 (default: no limit).")

@@ -25,6 +25,7 @@ LIFESPAN_CHOICES = ("auto", "on", "off")
 ON_DISCONNECT_CHOICES = ("notify", "cancel")
 WS_CHOICES = ("auto", "none")
 HTTP_CHOICES = ("auto", "1", "2")
+PROXY_PROTOCOL_CHOICES = ("off", "v1", "v2", "auto")  # Gunicorn 27's --proxy-protocol values
 LOG_LEVELS = {
     "critical": logging.CRITICAL,
     "error": logging.ERROR,
@@ -63,6 +64,7 @@ class Config:
     root_path: str = ""
     proxy_headers: bool = True
     forwarded_allow_ips: str = "127.0.0.1"
+    proxy_protocol: str = "off"
     timeout_keep_alive: float = 5.0
     timeout_graceful_shutdown: float | None = 30.0
     limit_concurrency: int | None = None
@@ -145,6 +147,7 @@ class Config:
         choice("ssl_cert_reqs", tuple(SSL_CERT_REQS))
         choice("ws", WS_CHOICES)
         choice("http", HTTP_CHOICES)
+        choice("proxy_protocol", PROXY_PROTOCOL_CHOICES)
         for name in ("h2_max_concurrent_streams", "h2_max_header_list_size", "h2_initial_window_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
@@ -196,9 +199,12 @@ class Config:
         except (RuntimeError, UnicodeEncodeError) as exc:
             raise ConfigError(f"--header: {exc}") from None
         try:
-            self.forwarded_ips()
+            trust_all, _ = self.forwarded_ips()
         except ValueError as exc:
             raise ConfigError(f"--forwarded-allow-ips: {exc}") from None
+        if self.proxy_protocol != "off" and self.uds and not trust_all:
+            # (a UNIX socket peer has no address to check: every connection would be refused)
+            raise ConfigError("--proxy-protocol on a UNIX socket (--uds) needs --forwarded-allow-ips '*'")
         try:
             self.access_log_format.format(**_ACCESS_LOG_SAMPLE)
         except (KeyError, ValueError, IndexError) as exc:

@@ -7,7 +7,8 @@ from functools import lru_cache
 from typing import Any
 
 
-def _trusted(host: str, settings: Any) -> bool:
+def trusted_proxy(host: str, settings: Any) -> bool:
+    """Is ``host`` in --forwarded-allow-ips? (also the gate for --proxy-protocol headers)"""
     return settings.trust_all_proxies or _trusted_by(host, tuple(settings.trusted_proxies))
 
 
@@ -30,7 +31,7 @@ def apply_proxy_headers(scope: dict, settings: Any) -> None:
     if forwarded_for is None and forwarded_proto is None:
         return  # the common case costs one scan of the header names
     client = scope["client"]
-    if client is None or not _trusted(client[0], settings):
+    if client is None or not trusted_proxy(client[0], settings):
         return
     if forwarded_proto is not None:
         proto = forwarded_proto.decode("latin-1").split(",")[-1].strip().lower()
@@ -44,6 +45,6 @@ def apply_proxy_headers(scope: dict, settings: Any) -> None:
         # The rightmost address not itself a trusted proxy is the client.
         hosts = [item.strip() for item in forwarded_for.decode("latin-1").split(",") if item.strip()]
         for host in reversed(hosts):
-            if not _trusted(host, settings) or host == hosts[0]:
+            if not trusted_proxy(host, settings) or host == hosts[0]:
                 scope["client"] = (host, 0)
                 break

@@ -2,7 +2,8 @@
 
 * ``postgres_cluster``: a throwaway PostgreSQL cluster on 127.0.0.1 (the ``postgres`` fixture,
   tests/stacks.py and bench/abandoned.py);
-* ``run_nginx``: nginx in front of an upstream, from a generated minimal config.
+* ``run_nginx``, ``run_haproxy``, ``run_caddy``: nginx, HAProxy and Caddy in front of an
+  upstream, each from a generated minimal config.
 
 Every wait is bounded. A component that is not installed skips the test (.ci/setup installs them).
 """
@@ -117,25 +118,56 @@ http {{
     client_body_temp_path {tmp}/client_body;
     proxy_temp_path {tmp}/proxy;
 {extra_temp}
-    upstream tether {{ server 127.0.0.1:{upstream}; }}
+    upstream tether {{ server 127.0.0.1:{upstream}; {upstream_extra} }}
     server {{
         listen 127.0.0.1:{port};
         location / {{
+{location}
+        }}
+    }}
+}}
+"""
+# The location of the first acceptance test: HTTP/1.1 to Tether, one connection per request.
+NGINX_LOCATION = """\
             proxy_pass http://tether;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_read_timeout 60s;
             # proxy_ignore_client_abort is left at its default (off): a client that leaves
-            # makes nginx close the upstream connection, which is what Tether must notice.
-        }}
-    }}
-}}
-"""
+            # makes nginx close the upstream connection, which is what Tether must notice."""
+
+
+def _stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _wait_listening(proc: subprocess.Popen, port: int, what: str, log: Path, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        if proc.poll() is not None:
+            output = log.read_text(errors="replace") if log.exists() else ""
+            pytest.fail(f"{what} exited with {proc.returncode}: {output[-2000:]}")
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} is not listening after 10 s")
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager
-def run_nginx(upstream_port: int) -> Iterator[tuple[int, Path]]:
-    """nginx proxying 127.0.0.1:<port> to 127.0.0.1:<upstream_port>; yields (port, tmp dir)."""
+def run_nginx(upstream_port: int, location: str = NGINX_LOCATION, upstream_extra: str = "") -> Iterator[tuple[int, Path]]:
+    """nginx proxying 127.0.0.1:<port> to 127.0.0.1:<upstream_port>; yields (port, tmp dir).
+
+    ``location``: the directives of ``location /`` (proxy_pass http://tether; ...);
+    ``upstream_extra``: more directives of the ``upstream tether`` block (``keepalive 8;``)."""
     if not NGINX.exists():
         pytest.skip(f"nginx not installed ({NGINX}): .ci/run installs nginx-light")
     tmp = Path(tempfile.mkdtemp(prefix="tether-nginx-"))
@@ -149,7 +181,8 @@ def run_nginx(upstream_port: int) -> Iterator[tuple[int, Path]]:
     proc = None
     try:
         for attempt in range(len(extra) + 1):
-            conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, upstream=upstream_port, extra_temp="\n".join(extra)))
+            conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, upstream=upstream_port, extra_temp="\n".join(extra),
+                                              location=location, upstream_extra=upstream_extra))
             check = subprocess.run([str(NGINX), "-t", "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")],
                                    capture_output=True, text=True, timeout=30)
             if check.returncode == 0:
@@ -159,27 +192,101 @@ def run_nginx(upstream_port: int) -> Iterator[tuple[int, Path]]:
                 pytest.fail(f"nginx rejected the generated config:\n{check.stderr}")
             extra.remove(unknown)
         proc = subprocess.Popen([str(NGINX), "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "error.log")],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"nginx exited with {proc.returncode}: {proc.stdout.read().decode(errors='replace')}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("nginx is not listening after 10 s")
-                time.sleep(0.05)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_listening(proc, port, "nginx", tmp / "error.log")
         yield port, tmp
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # fast shutdown
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if proc is not None and proc.stdout is not None:
-            proc.stdout.close()
+        _stop(proc)  # SIGTERM: fast shutdown
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- HAProxy
+HAPROXY = Path("/usr/sbin/haproxy")
+HAPROXY_CONF = """\
+global
+    log stderr format raw local0 info
+defaults
+    mode http
+    log global
+    option httplog
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+{defaults_extra}
+frontend fe
+    bind {bind}
+    default_backend be
+backend be
+{backend_extra}
+    server tether 127.0.0.1:{upstream} {server_options}
+"""
+
+
+@contextlib.contextmanager
+def run_haproxy(upstream_port: int, server_options: str = "", backend_extra: str = "", defaults_extra: str = "",
+                host: str = "127.0.0.1") -> Iterator[tuple[int, Path]]:
+    """HAProxy (mode http) on <host>:<port> in front of 127.0.0.1:<upstream_port>; yields (port, tmp dir).
+
+    ``server_options`` go on the ``server`` line (``send-proxy-v2 ssl verify none``); its log
+    (one line per request, httplog format) is ``tmp/haproxy.log``."""
+    if not HAPROXY.exists():
+        pytest.skip(f"HAProxy not installed ({HAPROXY}): .ci/setup installs haproxy")
+    tmp = Path(tempfile.mkdtemp(prefix="tether-haproxy-"))
+    port = free_port()
+    conf = tmp / "haproxy.cfg"
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    conf.write_text(HAPROXY_CONF.format(bind=bind, upstream=upstream_port, server_options=server_options,
+                                        backend_extra=backend_extra, defaults_extra=defaults_extra))
+    log = tmp / "haproxy.log"
+    proc = None
+    try:
+        check = subprocess.run([str(HAPROXY), "-c", "-q", "-f", str(conf)], capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            pytest.fail(f"HAProxy rejected the generated config:\n{check.stdout}{check.stderr}")
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([str(HAPROXY), "-db", "-f", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+        _wait_listening(proc, port, "HAProxy", log, host)
+        yield port, tmp
+    finally:
+        _stop(proc, signal.SIGUSR1)  # soft stop: the log is flushed
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- Caddy
+CADDY = Path("/usr/bin/caddy")
+CADDYFILE = """\
+{{
+    admin off
+    auto_https off
+}}
+http://:{port} {{
+    bind 127.0.0.1
+    reverse_proxy 127.0.0.1:{upstream} {{
+{proxy_extra}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def run_caddy(upstream_port: int, proxy_extra: str = "") -> Iterator[tuple[int, Path]]:
+    """Caddy's reverse_proxy on 127.0.0.1:<port> (any Host; admin API off, no automatic HTTPS)
+    in front of 127.0.0.1:<upstream_port>; yields (port, tmp dir)."""
+    if not CADDY.exists():
+        pytest.skip(f"Caddy not installed ({CADDY}): .ci/setup installs caddy")
+    tmp = Path(tempfile.mkdtemp(prefix="tether-caddy-"))
+    port = free_port()
+    conf = tmp / "Caddyfile"
+    conf.write_text(CADDYFILE.format(port=port, upstream=upstream_port, proxy_extra=proxy_extra))
+    log = tmp / "caddy.log"
+    env = {**os.environ, "HOME": str(tmp), "XDG_DATA_HOME": str(tmp / "data"), "XDG_CONFIG_HOME": str(tmp / "config")}
+    proc = None
+    try:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([str(CADDY), "run", "--config", str(conf), "--adapter", "caddyfile"],
+                                    stdout=out, stderr=subprocess.STDOUT, env=env)
+        _wait_listening(proc, port, "Caddy", log)
+        yield port, tmp
+    finally:
+        _stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)

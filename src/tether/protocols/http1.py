@@ -218,15 +218,19 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
         self.chunk_cycle: RequestCycle | None = None  # the request the bound applies to
 
     # ------------------------------------------------------------------ transport events
-    def connection_made(self, transport: Any) -> None:
+    def connection_made(self, transport: Any, addresses: tuple | None = None) -> None:
+        """``addresses``: (server, client) from a PROXY header (server/proxy_protocol.py), not the socket's."""
         self.transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH_WATER)  # send() returns once the kernel has the bytes
         sock = self.sock = transport.get_extra_info("socket")
         self.fd = sock.fileno() if sock is not None else -1
-        server = transport.get_extra_info("sockname")
-        peer = transport.get_extra_info("peername")
-        self.server = tuple(server[:2]) if isinstance(server, tuple) else None
-        self.client = tuple(peer[:2]) if isinstance(peer, tuple) else None
+        if addresses is not None:
+            self.server, self.client = addresses
+        else:
+            server = transport.get_extra_info("sockname")
+            peer = transport.get_extra_info("peername")
+            self.server = tuple(server[:2]) if isinstance(server, tuple) else None
+            self.client = tuple(peer[:2]) if isinstance(peer, tuple) else None
         self.scheme = "https" if self.settings.is_ssl else "http"
         self.idle_since = self.loop.time()
         self.settings.connections.add(self)

@@ -22,8 +22,9 @@ from ..errors import ConfigError
 from ..lifespan import Lifespan, LifespanFailed
 from ..logs import error_logger
 from ..protocols import switch
-from .state import ServerState
+from .proxy_protocol import ProxyHeaderReader
 from .sockets import bind_socket, describe
+from .state import ServerState
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -69,10 +70,13 @@ class Server:
         ssl_context = config.ssl_context()  # a bad certificate fails before the app starts up
         lifespan = Lifespan(app, config.lifespan, state.lifespan_state)
         await lifespan.startup()
+        if config.proxy_protocol == "off":
+            factory, listener_ssl = (lambda: switch.new_connection(state)), ssl_context
+        else:  # the PROXY header comes before TLS: the listener is plain TCP, the reader starts TLS
+            mode = config.proxy_protocol
+            factory, listener_ssl = (lambda: ProxyHeaderReader(state, mode, ssl_context)), None
         for sock in self.sockets:
-            server = await loop.create_server(
-                lambda: switch.new_connection(state), sock=sock, ssl=ssl_context, backlog=config.backlog
-            )
+            server = await loop.create_server(factory, sock=sock, ssl=listener_ssl, backlog=config.backlog)
             self._servers.append(server)
             error_logger.info("Tether running on %s (pid %d, Press CTRL+C to quit)", describe(sock, config.is_ssl), os.getpid())
         self.started = True
