@@ -132,9 +132,7 @@ class HTTPCycle(Protocol):
     def response_started(self) -> bool:
         """Something of the response reached the protocol (an error answer is too late now)."""
 
-    @property
-    def response_done(self) -> bool:
-        """The response is complete: what the app does now is not abandoned work."""
+    response_done: bool  # the response is complete: what the app does now is not abandoned work
 
     def start_request(self) -> None:
         """Run the app (or answer 503 past --limit-concurrency)."""

@@ -58,11 +58,11 @@ class RequestCycle(Cycle):
         "trailers",
         "bytes_sent",
         "logged",
-        # the deadline
-        "deadline",  # seconds (0: none)
-        "deadline_handle",
-        "deadline_sent",  # bytes_sent when the deadline last passed a streaming response
+        "response_done",  # (state == DONE, as a plain attribute: protocols ask it on their hot paths)
+        "deadline",  # a Deadline, or None
     )
+
+    logs_every_end = False  # (a complete response is logged at delivery)
 
     def __init__(self, scope: dict, conn: Any, expect_100: bool = False) -> None:
         Cycle.__init__(self, scope, conn)
@@ -76,18 +76,14 @@ class RequestCycle(Cycle):
         self.trailers = False
         self.bytes_sent = 0
         self.logged = False
-        self.deadline = 0.0
-        self.deadline_handle: Any = None
-        self.deadline_sent = 0
+        self.response_done = False
+        self.deadline: Deadline | None = None
 
     # ------------------------------------------------------------------ named queries (contract)
     @property
     def response_started(self) -> bool:
         return self.state >= STREAMING
 
-    @property
-    def response_done(self) -> bool:
-        return self.state == DONE
 
     # ------------------------------------------------------------------ Cycle's questions
     def work_finished(self) -> bool:
@@ -106,7 +102,7 @@ class RequestCycle(Cycle):
     def log_end(self, abandoned: float | None) -> None:
         if self.timed_out:
             stopped = self.stopper.what_stopped() if self.stopper is not None else []
-            note = f" deadline {self.deadline:g}s" + ("" if self.status == 504 else ", response cut")
+            note = f" deadline {self.deadline.seconds:g}s" + ("" if self.status == 504 else ", response cut")  # type: ignore[union-attr]
             note += f", work stopped {abandoned * 1000:.1f}ms later" if abandoned is not None else ""
             self.log_access(self.status, self.bytes_sent, note + (f" ({', '.join(stopped)})" if stopped else ""))
         elif abandoned is not None:
@@ -124,24 +120,25 @@ class RequestCycle(Cycle):
     # ------------------------------------------------------------------ the deadline
     def set_deadline(self, seconds: float | None) -> None:
         """The request must be answered within ``seconds`` from now (None or 0: no deadline)."""
-        if self.deadline_handle is not None:
-            self.deadline_handle.cancel()
-            self.deadline_handle = None
-        self.deadline = seconds or 0.0
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
         if seconds and not self.app_done and self.state != DONE:
-            self.deadline_handle = self.loop.call_later(seconds, self._deadline_passed)
+            deadline = self.deadline = Deadline(seconds)
+            deadline.handle = self.loop.call_later(seconds, self._deadline_passed)
 
     def _deadline_passed(self) -> None:
-        self.deadline_handle = None
-        if self.app_done or self.client_left or self.state == DONE:
+        deadline = self.deadline
+        if deadline is None or self.app_done or self.client_left or self.state == DONE:
             return
         if self.state >= STREAMING:
-            if self.bytes_sent != self.deadline_sent:  # delivering: it goes on, as long as it keeps delivering
-                self.deadline_sent = self.bytes_sent
-                self.deadline_handle = self.loop.call_later(self.deadline, self._deadline_passed)
+            if self.bytes_sent != deadline.sent:  # delivering: it goes on, as long as it keeps delivering
+                deadline.sent = self.bytes_sent
+                deadline.handle = self.loop.call_later(deadline.seconds, self._deadline_passed)
                 return
             self.timed_out = True
             self.state = DONE
+            self.response_done = True
             self.conn.abort_response(self)
         else:
             self.timed_out = True
@@ -201,7 +198,7 @@ class RequestCycle(Cycle):
     async def send(self, message: dict) -> None:
         if self.client_left:
             if self.timed_out:
-                raise DeadlineExceeded(f"the request's deadline ({self.deadline:g} s) has passed")
+                raise DeadlineExceeded(f"the request's deadline ({self.deadline.seconds:g} s) has passed")  # type: ignore[union-attr]
             raise ClientDisconnected("the client has disconnected")
         mtype = message["type"]
         state = self.state
@@ -277,11 +274,11 @@ class RequestCycle(Cycle):
 
     def _response_done(self) -> None:
         """The app's last message was accepted: the request is answered."""
+        self.response_done = True
         if self.waiters:
             self._wake()
-        if self.deadline_handle is not None:
-            self.deadline_handle.cancel()
-            self.deadline_handle = None
+        if self.deadline is not None:
+            self.deadline.cancel()
         self.worker.request_counted()
         STATS.requests += 1
         self.conn.response_complete(self)
@@ -317,9 +314,27 @@ class RequestCycle(Cycle):
             self._response_done()
         elif self.state != DONE:
             self.state = DONE
+            self.response_done = True
             self.logged = True  # (not a complete response: the connection closes or the stream resets)
             self.log_access(self.status, self.bytes_sent, " response aborted")
             self.conn.abort_response(self)
+
+
+class Deadline:
+    """A request's deadline: its length, its timer, and what a streaming response had sent when
+    it last passed (it goes on while it keeps sending)."""
+
+    __slots__ = ("seconds", "handle", "sent")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.handle: Any = None
+        self.sent = 0
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 def _unexpected(mtype: str, state: int) -> str:

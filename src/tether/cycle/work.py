@@ -156,7 +156,9 @@ def query_started(connection: Any, stop: Callable[[], Any] | None) -> Entry | No
 
 def is_disconnected() -> bool:
     """From any thread (or task) of a request: has its client gone, or its deadline passed?
-    False outside a request. Thread-safe: it reads one attribute."""
+    Thread-safe: it reads one attribute. It knows the request when Tether tracks request work
+    (``--on-disconnect cancel`` or ``--timeout-request``); otherwise, and outside a request, it
+    says False (the scope's ``tether.disconnect`` extension works under any policy)."""
     cycle = CURRENT.get()
     return cycle is not None and cycle.client_left
 

@@ -154,7 +154,7 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
         "peer_fin", "probing", "idle_since", "head_info", "remaining", "head_request",
         "http11", "upgrade", "in_head", "head_raw", "trailer_headers", "upgrade_scope",
         "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size", "declared_length", "forwarded", "hosts", "transfer_encoding", "reject_after", "head_began", "draining", "body_after_upgrade", "valid_host",
-        "feed_body", "feed_begins", "feed_chunks", "chunk_check", "chunk_open", "chunk_head_feed", "chunk_debt",
+        "feed_body", "feed_chunks", "chunk_check", "chunk_open", "chunk_head_feed", "chunk_debt",
         "trailer_size", "chunk_cycle",
     )
 
@@ -206,9 +206,8 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
         self.reject_after: tuple | None = None  # an error answer due once the response in progress is out
         self.head_began = False  # a head began during the current read (head_raw counts later reads)
         self.draining = False  # closing after an error answer: input is read and discarded
-        # The chunk-line bound (_bound_chunk_lines): per read, body bytes and heads and chunks seen.
+        # The chunk-line bound (_bound_chunk_lines): per read, body bytes and chunks seen.
         self.feed_body = 0
-        self.feed_begins = 0
         self.feed_chunks = 0
         self.chunk_check = False  # a chunked body was parsed during this read
         self.chunk_open = False  # ... and it is not complete yet
@@ -299,7 +298,7 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
             if data[:3] == b"PRI" and self.settings.http == "auto" and self.settings.switch.is_h2_preface(data):
                 self._switch_to_http2(data)  # h2c with prior knowledge
                 return
-        self.feed_body = self.feed_begins = 0
+        self.feed_body = 0  # (body bytes in this read: _bound_chunk_lines)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -333,16 +332,10 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
         heads: beyond CHUNK_LINE_ALLOWANCE bytes per chunk, at most MAX_CHUNK_LINE bytes, carried
         over from read to read (a line split across reads counts whole). Then 400."""
         framing = len(data) - self.feed_body
-        heads = self.feed_begins
-        if self.chunk_head_feed:  # the chunked request's own head came in this read too
+        allowance = CHUNK_LINE_ALLOWANCE * self.feed_chunks
+        if self.chunk_head_feed:  # heads came in this read too (the chunked request's, pipelined ones)
             self.chunk_head_feed = False
-            end = data.find(b"\r\n\r\n") if heads == 1 else -1
-            if end >= 0:
-                framing -= end + 4  # (it began this read, alone: exactly its length)
-                heads = 0
-            else:
-                heads += 1
-        allowance = CHUNK_LINE_ALLOWANCE * self.feed_chunks + heads * self.settings.max_head_size
+            allowance += self.settings.max_head_size
         self.chunk_debt = max(0, self.chunk_debt + framing - allowance)
         self.feed_chunks = 0
         self.chunk_check = self.chunk_open
@@ -371,7 +364,6 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
         self.forwarded = False
         self.hosts = 0
         self.transfer_encoding = None
-        self.feed_begins += 1
 
     def on_url(self, url: bytes) -> None:
         self.url += url
