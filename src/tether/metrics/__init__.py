@@ -1,0 +1,40 @@
+"""Prometheus metrics (--metrics): counted in each worker, summed over all workers, served on a
+listener of their own (--metrics-address, --metrics-port) by prometheus_client.
+
+How it is built, and why
+------------------------
+* Counting (``recorder.py``): each worker adds to a small block of integers and floats at
+  fixed indexes: one ``request_done()`` call per request, from where the access line is
+  written (``RequestCycle.log_access``), and one per WebSocket session
+  (``WebSocketCycle.log_session``), disconnect and abandoned request (``logs.Stats``).
+* Surviving workers (``totals.py``): under the supervisor that block is an anonymous shared
+  mapping made before each fork, one per worker. The supervisor reads it live at each scrape,
+  and when a worker exits (SIGKILL included: the memory is the supervisor's too, nothing is
+  lost in flight) adds the worker's last counters to a base kept in the supervisor, under the
+  lock the scrape takes. Totals therefore never go down while the supervisor runs, however
+  often workers crash, hit --limit-max-requests, reload or recycle. (Snapshots sent to the
+  supervisor over a pipe would lose a killed worker's last interval, and cost a system call
+  per interval; the shared block costs neither.)
+* Serving (``exporter.py``): a collector renders the totals into prometheus_client metric
+  families, and prometheus_client's own HTTP server (a thread) serves them: in the supervisor
+  with --workers N or --reload, in the process itself otherwise. The supervisor forks its
+  workers while that thread runs (Python 3.12+ warns about fork with threads, under -W
+  default): the thread takes no lock a worker uses (it does not log, and only it touches the
+  totals and the registry), and the worker closes its copy of the listening socket first.
+
+Why not prometheus_client's multiprocess mode: it writes each increment to a per-process mmap
+file through a lock, and a histogram observation writes two values. Measured with
+``python bench/metrics_record.py`` (a request's recording: one counter increment and one
+histogram observation) on this 2-core machine: multiprocess mode 2.6 us per request,
+prometheus_client's in-process metrics 1.2 us, these slots 0.25 us. A hello request costs
+Tether about 15 us of CPU here (bench/throughput.py prints it), so multiprocess mode alone
+would have been a 17% overhead against a budget of 5%. It also needs an environment variable
+set before the app imports prometheus_client (which changes the app's own metrics), and leaves
+a file per worker pid ever started, which recycling would pile up.
+"""
+
+from __future__ import annotations
+
+from .recorder import ABANDONED, METRICS
+
+__all__ = ["ABANDONED", "METRICS"]
