@@ -3,18 +3,18 @@ listener of their own (--metrics-address, --metrics-port) by prometheus_client.
 
 How it is built, and why
 ------------------------
-* Counting (``recorder.py``): each worker adds to a small block of integers and floats at
-  fixed indexes: one ``request_done()`` call per request, from where the access line is
-  written (``RequestCycle.log_access``), and one per WebSocket session
-  (``WebSocketCycle.log_session``), disconnect and abandoned request (``logs.Stats``).
+* Counting (``recorder.py``): one ``request_done()`` call per request and WebSocket session,
+  where its access line is written (``Cycle.log_access``), adds to plain lists that the worker
+  copies into a small block of integers and floats once a second and when it stops; the rarer
+  events (``logs.Stats``: disconnects, abandoned and cancelled requests) go to the block at once.
 * Surviving workers (``totals.py``): under the supervisor that block is an anonymous shared
-  mapping made before each fork, one per worker. The supervisor reads it live at each scrape,
-  and when a worker exits (SIGKILL included: the memory is the supervisor's too, nothing is
-  lost in flight) adds the worker's last counters to a base kept in the supervisor, under the
-  lock the scrape takes. Totals therefore never go down while the supervisor runs, however
-  often workers crash, hit --limit-max-requests, reload or recycle. (Snapshots sent to the
-  supervisor over a pipe would lose a killed worker's last interval, and cost a system call
-  per interval; the shared block costs neither.)
+  mapping made before each fork, one per worker. The supervisor reads it at each scrape, and
+  when a worker exits adds what the worker published to a base kept in the supervisor, under
+  the lock the scrape takes. Totals therefore never go down while the supervisor runs, however
+  often workers crash, hit --limit-max-requests, reload or recycle; a worker that stops
+  publishes everything, one that is killed (SIGKILL, a crash) loses at most its last second of
+  request counts. (Snapshots sent over a pipe would do the same with a system call per worker
+  and second, and a reader on the supervisor's side.)
 * Serving (``exporter.py``): a collector renders the totals into prometheus_client metric
   families, and prometheus_client's own HTTP server (a thread) serves them: in the supervisor
   with --workers N or --reload, in the process itself otherwise. The supervisor forks its

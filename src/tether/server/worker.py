@@ -59,6 +59,8 @@ class Server:
         finally:
             if metrics is not None:
                 metrics.close()
+            elif METRICS.enabled:
+                METRICS.flush()  # (a supervised worker's last counts, before it exits)
 
     async def _serve(self, sockets: list[socket.socket] | None, install_signals: bool) -> None:
         loop = asyncio.get_running_loop()
@@ -129,7 +131,7 @@ class Server:
             await asyncio.sleep(1.0)
             state.tick()  # type: ignore[union-attr]
             if METRICS.enabled:
-                METRICS.sample(state)
+                METRICS.tick(state)
 
     async def _shutdown(self, lifespan: Lifespan) -> None:
         state = self.state
