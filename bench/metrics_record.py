@@ -8,7 +8,8 @@ histogram observation (its duration). Measured, each in a fresh interpreter:
 * prometheus_client multiprocess mode (PROMETHEUS_MULTIPROC_DIR: every increment goes to a
   per-process mmap'd file, under a lock);
 * prometheus_client's ordinary in-process metrics (a lock per value);
-* Tether's recorder (``Recorder.request_done``: integer adds into the worker's shared slot).
+* Tether's recorder (``Recorder.request_done``: two additions to plain lists, which the worker
+  publishes to its shared block once a second).
 
 Labelled children are looked up once, outside the timed loop, as a careful exporter would.
 """
@@ -61,7 +62,7 @@ def measure(code: str) -> float:
 
 def main() -> int:
     rows = [(name, measure(setup + PROMETHEUS + TIMING)) for name, setup in SETUP.items()]
-    rows.append(("Tether recorder (shared slot)", measure(TETHER + TIMING)))
+    rows.append(("Tether recorder", measure(TETHER + TIMING)))
     print("| recording of one request | us |\n|---|---|")
     for name, us in rows:
         print(f"| {name} | {us:.2f} |")
