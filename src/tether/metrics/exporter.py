@@ -68,7 +68,7 @@ class TetherCollector:
                       value=ints[r.ABANDONED_REQUESTS])
         yield Counter("tether_abandoned_work_seconds", "Seconds apps kept working after their client left",
                       value=floats[r.ABANDONED_SECONDS])
-        yield Counter("tether_cancelled_requests", "Abandoned requests cancelled by --on-disconnect cancel",
+        yield Counter("tether_cancelled_requests", "Abandoned requests whose work --on-disconnect cancel stopped",
                       value=ints[r.CANCELLED_REQUESTS])
         yield Counter("tether_deadline_timeouts", "Requests whose --timeout-request deadline passed (answered "
                       "504, or their stalled response cut)", value=ints[r.DEADLINE_TIMEOUTS])

@@ -1,10 +1,10 @@
 """The exporting side of --metrics: the sum over every worker, those alive and those gone.
 
-A live worker's counts are read straight from its slot (shared memory it writes into). When a
-worker has exited, for whatever reason (a crash, SIGKILL, --limit-max-requests, a reload, a
-recycle), ``fold`` adds its final counters to ``base`` and drops the slot, under the same lock
-that ``snapshot`` takes: a scrape sees the worker either in its slot or in the base, never
-twice and never not at all, so no total ever goes down. Gauges (in flight, connections) are
+A live worker's counts are read from its slot (the shared memory it publishes into, once a
+second and when it stops). When a worker has exited, for whatever reason (a crash, SIGKILL,
+--limit-max-requests, a reload, a recycle), ``fold`` adds the counters it published to ``base``
+and drops the slot, under the same lock that ``snapshot`` takes: a scrape sees the worker
+either in its slot or in the base, never twice and never not at all, so no total ever goes down. Gauges (in flight, connections) are
 summed over live workers only.
 
 The float counters (seconds) are summed exactly, as fractions, and rounded once: a float sum
