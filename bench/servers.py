@@ -27,6 +27,8 @@ def command(server: str, app: str, port: int) -> list[str]:
     host = "127.0.0.1"
     if server == "tether":
         return [_bin("tether"), app, "--host", host, "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    if server == "tether-metrics":  # (README "Metrics": the cost of --metrics, against "tether")
+        return [*command("tether", app, port), "--metrics", "--metrics-port", str(free_port())]
     if server == "uvicorn":
         return [_bin("uvicorn"), app, "--host", host, "--port", str(port), "--loop", "uvloop", "--http", "httptools",
                 "--no-access-log", "--log-level", "warning"]

@@ -4,6 +4,7 @@
     python bench/throughput.py                           # every scenario, 3 interleaved repetitions
     python bench/throughput.py --quick                   # 3 s runs
     python bench/throughput.py --scenarios hello,64k --servers tether,uvicorn --repeat 5
+    python bench/throughput.py --scenarios hello --servers tether,tether-metrics --seconds 5   # --metrics' cost
 
 Each measurement starts the server fresh (one worker, same app file), warms it up, then runs
 wrk. Repetitions are interleaved across servers (A B C, A B C, ...). The headline is the ratio
@@ -15,6 +16,7 @@ and throughput-latest.png.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -27,7 +29,7 @@ from bench.report import RESULTS, write_results  # noqa: E402
 from bench.servers import BENCH, Running, machine  # noqa: E402
 
 APP = "bench.apps.throughput_app:app"
-SERVERS = ("tether", "uvicorn", "granian", "granian-st", "hypercorn", "limit")
+SERVERS = ("tether", "uvicorn", "granian", "granian-st", "hypercorn", "limit")  # (also: tether-metrics)
 # name -> (path, wrk connections, extra wrk arguments); the limit server only answers "hello".
 SCENARIOS = {
     "hello": ("/hello", 64, []),
@@ -41,12 +43,15 @@ SCENARIOS = {
 
 def parse_wrk(output: str) -> dict:
     """Requests/s, latency percentiles (ms) and errors from `wrk --latency` output."""
-    result: dict = {"rps": None, "p50_ms": None, "p99_ms": None, "errors": 0}
+    result: dict = {"rps": None, "p50_ms": None, "p99_ms": None, "errors": 0, "requests": None}
     units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
     for line in output.splitlines():
         line = line.strip()
         if line.startswith("Requests/sec:"):
             result["rps"] = float(line.split()[1])
+        match = re.match(r"^(\d+) requests in ", line)
+        if match:
+            result["requests"] = int(match.group(1))
         match = re.match(r"^(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)$", line)
         if match:
             result[f"p{match.group(1)}_ms"] = float(match.group(2)) * units[match.group(3)]
@@ -71,11 +76,31 @@ def run_wrk(url: str, connections: int, seconds: float, extra: list[str]) -> dic
     return parse_wrk(out)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants (from /proc; 0.0 elsewhere)."""
+    total = 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            children = [int(child) for child in fh.read().split()]
+    except (OSError, ValueError, IndexError):
+        return total
+    return total + sum(cpu_seconds(child) for child in children)
+
+
 def measure(server: str, scenario: str, seconds: float, warmup: float) -> dict:
+    """One wrk run against a fresh server; with the server's CPU microseconds per request, a cost
+    that other load on a shared machine disturbs less than the request rate."""
     path, connections, extra = SCENARIOS[scenario]
     with Running(server, APP) as srv:
         run_wrk(srv.url + path, min(connections, 64), warmup, extra)
-        return run_wrk(srv.url + path, connections, seconds, extra)
+        before = cpu_seconds(srv.proc.pid)
+        result = run_wrk(srv.url + path, connections, seconds, extra)
+        used = cpu_seconds(srv.proc.pid) - before
+        result["cpu_us_per_request"] = used / result["requests"] * 1e6 if result["requests"] else None
+        return result
 
 
 def summarise(samples: dict) -> list[dict]:
@@ -89,10 +114,12 @@ def summarise(samples: dict) -> list[dict]:
                 continue
             median = statistics.median(rps)
             p99 = [r["p99_ms"] for r in runs if r["p99_ms"] is not None]
+            cpu = [r["cpu_us_per_request"] for r in runs if r.get("cpu_us_per_request")]
             rows.append({
                 "scenario": scenario, "server": server, "median_rps": median,
                 "spread_pct": (max(rps) - min(rps)) / median * 100 if median else 0.0,
                 "runs": rps, "p99_ms": statistics.median(p99) if p99 else None,
+                "cpu_us_per_request": statistics.median(cpu) if cpu else None,
                 "errors": sum(r["errors"] for r in runs),
                 "tether_ratio": medians["tether"] / median if "tether" in medians and median else None,
             })
@@ -157,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 result = measure(server, scenario, args.seconds, args.warmup)
                 samples[scenario].setdefault(server, []).append(result)
+                cpu = result["cpu_us_per_request"]
                 print(f"{scenario:7} rep {rep + 1}/{args.repeat} {server:11} {result['rps'] or 0:10.0f} req/s "
-                      f"p99 {result['p99_ms']} ms errors {result['errors']}", flush=True)
+                      f"p99 {result['p99_ms']} ms errors {result['errors']} server CPU "
+                      f"{'-' if cpu is None else f'{cpu:.1f}'} us/request", flush=True)
     rows = summarise(samples)
     table = markdown(rows)
     command = "python bench/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])

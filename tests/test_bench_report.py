@@ -51,6 +51,7 @@ def test_parse_wrk_reads_rate_percentiles_and_errors():
     assert result["p50_ms"] == 1.2
     assert result["p99_ms"] == 0.85
     assert result["errors"] == 3 + 4
+    assert result["requests"] == 100000
 
 
 def test_parse_h2load_reads_rate_and_failures():
@@ -118,3 +119,16 @@ def test_ws_client_splits_server_frames():
     assert used == 5 + 4 + 128 + 2  # the last frame is incomplete
     frame = masked_frame(1, b"hi")
     assert frame[:2] == b"\x81\x82" and bytes(b ^ frame[2 + i % 4] for i, b in enumerate(frame[6:])) == b"hi"
+
+
+def test_cpu_seconds_of_this_process_grows_with_work():
+    import os
+    import time
+
+    from bench.throughput import cpu_seconds
+
+    before = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:
+        pass
+    assert 0.1 <= cpu_seconds(os.getpid()) - before < 5

@@ -196,6 +196,7 @@ def test_root_path_and_gunicorn_only_settings():
     ({"TETHER_LOOP": "tokio"}, [], "recycle_apps:app", "tether: error: TETHER_LOOP: 'tokio' is not one of"),
     ({"TETHER_WS_MAX_SIZE": "0"}, [], "recycle_apps:app", "tether: error: --ws-max-size must be at least 1"),
     ({}, ["--proxy-protocol", "v1"], "recycle_apps:app", "tether: error: Gunicorn's --proxy-protocol is not supported"),
+    ({"TETHER_METRICS": "true"}, [], "recycle_apps:app", "tether: error: TETHER_METRICS is not supported under Gunicorn"),
     ({}, [], "recycle_apps:wsgi_app", "does not take (scope, receive, send)"),
 ])
 def test_bad_settings_stop_gunicorn_with_one_line(env, args, app, fragment):

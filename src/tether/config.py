@@ -95,6 +95,10 @@ class Config:
     log_config: str | None = None
     access_log: bool = True
     access_log_format: str = DEFAULT_ACCESS_LOG_FORMAT
+    # Prometheus metrics (tether/metrics); names and defaults are Granian's.
+    metrics: bool = False
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int = 9090
     # Client disconnects.
     on_disconnect: str = "notify"
     disconnect_grace: float = 0.0
@@ -159,6 +163,13 @@ class Config:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port must be between 0 and 65535, not {self.port}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"--metrics-port must be between 0 and 65535, not {self.metrics_port}")
+        try:
+            ipaddress.ip_address(self.metrics_address)
+        except ValueError:
+            raise ConfigError(f"--metrics-address must be an IP address (like 127.0.0.1, 0.0.0.0 or ::), "
+                              f"not {self.metrics_address!r}") from None
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, not {self.workers}")
         for name in ("limit_request_line", "limit_request_fields", "limit_request_field_size"):

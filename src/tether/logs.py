@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from .metrics import METRICS
+
 error_logger = logging.getLogger("tether.error")
 access_logger = logging.getLogger("tether.access")
 PHASES = ("mid_body", "before_response", "mid_stream", "websocket")
@@ -34,12 +36,22 @@ class Stats:
 
     def disconnected(self, phase: str) -> None:
         self.disconnects[phase] += 1
+        if METRICS.enabled:
+            METRICS.disconnected(phase)
 
     def abandoned(self, seconds: float, cancelled: bool) -> None:
         self.abandoned_requests += 1
         self.abandoned_seconds += seconds
         if cancelled:
             self.cancelled_requests += 1
+        if METRICS.enabled:
+            METRICS.abandoned(seconds, cancelled)
+
+    def deadline_timeout(self) -> None:
+        """A request's deadline (--timeout-request) passed before it was answered or delivered."""
+        self.deadline_timeouts += 1
+        if METRICS.enabled:
+            METRICS.deadline_timeout()
 
     def snapshot(self) -> dict:
         return {

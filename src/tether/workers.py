@@ -101,6 +101,9 @@ class TetherWorker(Worker):
             if _is_set(cfg, name):
                 self.log.warning("Gunicorn's %s is for its own workers: TetherWorker uses %s",
                                  cfg.settings[name].cli[0] if cfg.settings[name].cli else name, variable)
+        if options.get("metrics"):  # (every worker would open its own listener, and lose its counts with it)
+            raise ConfigError("TETHER_METRICS is not supported under Gunicorn: use tether --workers N --metrics, "
+                              "or Gunicorn's --statsd-host")
         proxy_protocol = getattr(cfg, "proxy_protocol", False)
         if proxy_protocol and proxy_protocol != "off":
             raise ConfigError("Gunicorn's --proxy-protocol is not supported by tether.workers.TetherWorker")

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 from ..errors import ClientDisconnected, RequestCancelled
 from ..logs import STATS, access_logger, error_logger
+from ..metrics import ABANDONED, METRICS
 from .work import CURRENT, HAS_TASK_CONTEXT, SHIELDED, Stopper
 
 try:  # Python 3.11+; on 3.10 the backport anyio brings, if it is there
@@ -378,6 +379,9 @@ class Cycle:
 
     # ------------------------------------------------------------------ the access log
     def log_access(self, status: int, sent: int, note: str = "") -> None:
+        if METRICS.enabled:  # (a scope's one access line is its end: --metrics counts it here)
+            METRICS.request_done(self.conn, ABANDONED if status == 499 and self.client_left else status,
+                                 _now() - self.started_at)
         if not access_logger.isEnabledFor(logging.INFO):
             return
         scope = self.scope

@@ -148,7 +148,7 @@ class RequestCycle(Cycle):
             self.bytes_sent = 0
             self.conn.send_error(self, 504)
             self._response_done()
-        STATS.deadline_timeouts += 1
+        STATS.deadline_timeout()
         self.left_at = self._mark_gone()
         self.stop_work("deadline", self.listening)
 

@@ -85,10 +85,16 @@ class Supervisor:
         self.replacing: tuple[WorkerProcess, WorkerProcess, float] | None = None  # (old, new, ready by)
         self.replace_retry_at = 0.0
         self.next_rss_check = 0.0
+        self.replacing_reason = ""  # the queue's reason for the replacement in progress
+        self.metrics: Any = None  # metrics.serving.SupervisorMetrics with --metrics
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
         self._describe_recycling()
+        if self.config.metrics:  # (before any fork: a bad --metrics-port stops here, as one error line)
+            from ..metrics.serving import SupervisorMetrics
+
+            self.metrics = SupervisorMetrics(self.config)
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
@@ -110,6 +116,8 @@ class Supervisor:
                     self._step()
         finally:
             self._stop_all()
+            if self.metrics is not None:
+                self.metrics.close()
             signal.set_wakeup_fd(-1)
             os.close(wake_r)
             os.close(wake_w)
@@ -140,6 +148,7 @@ class Supervisor:
                 names = sorted({os.path.relpath(path) for _, path in changes})
                 error_logger.warning("Detected changes in %s: reloading", ", ".join(names[:5]))
                 self.replace_queue, self.replacing = [], None  # every worker is replaced anyway
+                self._restarted("reload", len(self._serving()))
                 self._stop_all()
                 for _ in range(self.config.workers):
                     self._spawn()
@@ -202,6 +211,7 @@ class Supervisor:
     # ------------------------------------------------------------------ workers
     def _spawn(self, replacing: WorkerProcess | None = None) -> WorkerProcess:
         ready_r, ready_w = os.pipe()
+        slot = self.metrics.new_slot() if self.metrics is not None else None
         # Until the child has reset them, a signal would run the supervisor's handler in the child
         # (and a SIGTERM sent to it then would be lost): block them across the fork.
         signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
@@ -214,6 +224,8 @@ class Supervisor:
                 for sig in SUPERVISOR_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)
+                if slot is not None:
+                    self.metrics.in_worker(slot)
                 code = run_worker(
                     self.config, self.sockets, ready=lambda: os.write(ready_w, b"1"),
                     failed=lambda message: os.write(ready_w, b"!" + message.encode("utf-8", "replace")[:4000]),
@@ -230,7 +242,15 @@ class Supervisor:
                       if w.recycle_at is not None and w is not replacing]
             worker.recycle_at = spread_deadline(worker.started_at, lifetime, self.config.workers, others)
         self.workers[pid] = worker
+        if slot is not None:
+            self.metrics.started(pid, slot)
         return worker
+
+    def _restarted(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` workers replaced for ``reason`` (metrics.totals.RESTART_REASONS)."""
+        if self.metrics is not None:
+            for _ in range(count):
+                self.metrics.restarted(reason)
 
     def _reap(self) -> None:
         while self.workers:
@@ -246,6 +266,7 @@ class Supervisor:
             worker.poll_ready()
             os.close(worker.ready_fd)
             code = os.waitstatus_to_exitcode(status)
+            exit_reason = self.metrics.ended(pid) if self.metrics is not None else ""  # (its counts are kept)
             if self.stopping or worker.retiring:  # told to stop: its slot is already filled
                 continue
             if code == STARTUP_FAILED and not worker.ready:
@@ -260,11 +281,14 @@ class Supervisor:
                     if worker.error is not None:
                         error_logger.error("Worker failed to start: %s", worker.error)
                     self.retry_at = time.monotonic() + (10**9 if self.config.reload else 1.0)
+                    self._restarted("crashed")
                 continue
             if code == 0:
                 error_logger.info("Worker %d exited (recycled): starting a new one", pid)
+                self._restarted("max_requests" if exit_reason == "max_requests" else "exited")
             else:
                 error_logger.warning("Worker %d died (exit status %d): starting a new one", pid, code)
+                self._restarted("crashed")
                 if time.monotonic() - worker.started_at < CRASH_LOOP_SECONDS:
                     # Died right after starting: back off, or a crash loop would eat a core.
                     self.retry_at = time.monotonic() + CRASH_LOOP_SECONDS
@@ -294,6 +318,7 @@ class Supervisor:
             elif new.ready:  # the new worker serves: now the old one may stop
                 if old.pid in self.workers:
                     self._retire(old, now)
+                    self._restarted("reload" if self.replacing_reason == "SIGHUP" else "recycle")
                     return
                 self.replacing = None  # (the old one died meanwhile)
             elif new.pid not in self.workers or now >= ready_by:  # (one that failed exits by itself)
@@ -308,10 +333,11 @@ class Supervisor:
             else:
                 return
         while self.replace_queue:
-            pid, _reason = self.replace_queue.pop(0)
+            pid, reason = self.replace_queue.pop(0)
             old = self.workers.get(pid)
             if old is not None and not old.retiring:
                 self.replacing = (old, self._spawn(replacing=old), now + READY_TIMEOUT)
+                self.replacing_reason = reason
                 return
 
     def _retire(self, worker: WorkerProcess, now: float, sig: int = signal.SIGTERM) -> None:
@@ -408,6 +434,8 @@ class Supervisor:
                 pass
             worker = self.workers.pop(pid)
             os.close(worker.ready_fd)
+            if self.metrics is not None:
+                self.metrics.ended(pid)
 
     def _stop_all(self) -> None:
         if self.workers:

@@ -21,6 +21,7 @@ from ..cycle.work import HAS_TASK_CONTEXT, recording_task_factory
 from ..errors import ConfigError
 from ..lifespan import Lifespan, LifespanFailed
 from ..logs import error_logger
+from ..metrics import METRICS
 from ..protocols import switch
 from .proxy_protocol import ProxyHeaderReader
 from .sockets import bind_socket, describe
@@ -48,6 +49,20 @@ class Server:
 
         Raises ConfigError (unimportable app, bind failure) or LifespanFailed at startup.
         """
+        metrics = None
+        if self.config.metrics and not METRICS.supervised:  # (a supervised worker's are the supervisor's to serve)
+            from ..metrics.serving import ProcessMetrics
+
+            metrics = ProcessMetrics(self.config)
+        try:
+            await self._serve(sockets, install_signals)
+        finally:
+            if metrics is not None:
+                metrics.close()
+            elif METRICS.enabled:
+                METRICS.flush()  # (a supervised worker's last counts, before it exits)
+
+    async def _serve(self, sockets: list[socket.socket] | None, install_signals: bool) -> None:
         loop = asyncio.get_running_loop()
         self._exit_event = asyncio.Event()
         if self.should_exit:
@@ -98,6 +113,7 @@ class Server:
 
     def _max_requests_reached(self) -> None:
         error_logger.info("Maximum request limit reached: shutting down this worker.")
+        METRICS.exiting("max_requests")  # (the supervisor counts the restart by this reason)
         self.request_exit()
 
     def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -114,6 +130,8 @@ class Server:
         while True:
             await asyncio.sleep(1.0)
             state.tick()  # type: ignore[union-attr]
+            if METRICS.enabled:
+                METRICS.tick(state)
 
     async def _shutdown(self, lifespan: Lifespan) -> None:
         state = self.state
