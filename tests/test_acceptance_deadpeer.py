@@ -39,12 +39,14 @@ def waiting_app(rec: Probe) -> Any:
         if scope["type"] != "http":
             return
         rec.mark("started")
+        async def until_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
         try:
-            async with asyncio.timeout(25):
-                while (await receive())["type"] != "http.disconnect":
-                    pass
+            await asyncio.wait_for(until_disconnect(), 25)  # (asyncio.timeout() is 3.11+)
             rec.mark("disconnect")
-        except TimeoutError:
+        except asyncio.TimeoutError:  # (not the builtin TimeoutError before 3.11)
             rec.mark("timed_out")
 
     return app
