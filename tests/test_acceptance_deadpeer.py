@@ -79,8 +79,8 @@ def run_dead_peer(keepalive: bool, wait: float) -> tuple[Probe, float, list]:
         client = start_python(link, CLIENT, srv.port)
         try:
             if not rec.seen_within("started", 10):
-                stop_client(client)
-                pytest.fail(f"the request from the namespace never arrived: {client.stderr.read()}")
+                client.kill()
+                pytest.fail(f"the request from the namespace never arrived: {client.communicate(timeout=5)[1]}")
             options = keepalive_options(srv)
             link.pull_cable()
             pulled = time.monotonic()
