@@ -1,8 +1,8 @@
 """What runs on after the client leaves, on real stacks, side by side (issue 14).
 
-    bash bench/setup.sh                            # once: bench/.venv with the servers and the stacks
-    bench/.venv/bin/python bench/abandoned.py      # every stack, every server (about 12 minutes)
-    bench/.venv/bin/python bench/abandoned.py --servers tether-cancel,uvicorn --stacks sqla-asyncpg,cpu
+    bash bench/setup.sh                                 # once: bench/.venv-3.X (python3's 3.X), servers, stacks
+    bench/.venv-3.11/bin/python bench/abandoned.py      # every stack, every server (about 12 minutes)
+    bench/.venv-3.11/bin/python bench/abandoned.py --servers tether-cancel,uvicorn --stacks sqla-asyncpg,cpu
 
 For each stack of tests/apps/stacks (tests/stacks.py ``STACKS``) and each server, one request is
 sent over a raw socket and its client closes the socket 300 ms later; the figure is the seconds
@@ -22,8 +22,8 @@ query was 20 s long). Then three scenarios per server:
 
 Servers: Tether (notify; cancel with grace 0), Uvicorn, Granian, and Gunicorn 27's ``-k asgi``
 worker with its default ``--asgi-disconnect-grace-period`` (3 s) and with 0. Each runs one
-worker from bench/.venv. PostgreSQL is a throwaway cluster (max_connections 100).
-Results: bench/results/abandoned-<time>.json and abandoned-latest.md.
+worker from the bench venv it runs in. PostgreSQL is a throwaway cluster (max_connections 100).
+Results: bench/results/abandoned-py3.X-<time>.json and abandoned-py3.X-latest.md.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import write_results  # noqa: E402
+from bench.report import command_line, write_results  # noqa: E402
 from bench.servers import VENV_BIN, _bin, machine  # noqa: E402
 from tests.stacks import (  # noqa: E402
     STACKS, Activity, Events, PgMonitor, Run, ServerProcess, abandon_many_at_once, bad_output, early_leaves,
@@ -53,7 +53,7 @@ HOST = "127.0.0.1"
 
 def command(server: str, app: str) -> tuple[list[str], object]:
     """(command without the port, function giving the port arguments) for one server and app.
-    Gunicorn is started here: bench/servers.py has no Gunicorn launcher yet."""
+    Gunicorn is started here with this benchmark's own options (--graceful-timeout 1, the grace-0 variant)."""
     if server.startswith("tether"):
         policy = server.split("-", 1)[1]
         cmd = [_bin("tether"), app, "--host", HOST, "--no-access-log", "--log-level", "warning",
@@ -224,7 +224,7 @@ def main() -> int:
     print(table)
     info = machine()
     info["versions"].update(stack_versions())
-    cmd = "bench/.venv/bin/python bench/abandoned.py" + "".join(f" {a}" for a in sys.argv[1:])
+    cmd = command_line("abandoned.py", None)
     path = write_results("abandoned", {"machine": info, "servers": servers, "rows": rows, "scenarios": extra,
                                        "limit": args.limit}, table, cmd)
     print(f"results: {path}")

@@ -1,9 +1,10 @@
 """Disconnect latency, side by side: how long from the client's close() until the app's
-awaiting receive() returns http.disconnect, for Tether, Uvicorn, Hypercorn and Granian.
+awaiting receive() returns http.disconnect, for Tether, Uvicorn, Hypercorn, Granian and Gunicorn
+(its ASGI worker).
 
-    python bench/disconnect.py                    # 200 trials per server and scenario
-    python bench/disconnect.py --quick            # 40 trials
-    python bench/disconnect.py --servers tether,uvicorn --scenarios idle
+    bench/.venv-3.11/bin/python bench/disconnect.py                    # 200 trials per server and scenario
+    bench/.venv-3.11/bin/python bench/disconnect.py --quick            # 40 trials
+    bench/.venv-3.11/bin/python bench/disconnect.py --servers tether,uvicorn --scenarios idle
 
 Scenarios: ``idle`` (nothing else running); ``load``: background load at about half the
 server's own peak, as the disconnect issue specifies (a 2 s wrk -c64 run measures the peak of
@@ -11,7 +12,7 @@ this server in this block, then wrk paced by bench/paced.lua keeps about half of
 other connections); ``busy``: wrk with 8 unpaced connections, so every server runs flat out. Repetitions are interleaved across servers (A B C D,
 A B C D, ...), each server started fresh per block. The app reports "ready" and "gone" over
 UDP with CLOCK_MONOTONIC timestamps, which are comparable across processes on one machine.
-Results: bench/results/disconnect-<time>.json and disconnect-latest.md.
+Results: bench/results/disconnect-py3.X-<time>.json and disconnect-py3.X-latest.md.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.servers import Running, machine  # noqa: E402
-from bench.report import percentile, write_results  # noqa: E402
+from bench.report import command_line, percentile, write_results  # noqa: E402
 
 APP = "bench.apps.disconnect_app:app"
 PACED = Path(__file__).resolve().parent / "paced.lua"
-SERVERS = ("tether", "uvicorn", "hypercorn", "granian")
+SERVERS = ("tether", "uvicorn", "hypercorn", "granian", "gunicorn")
 
 
 def one_trial(port: int, udp: socket.socket, trial: int, rst: bool) -> float | None:
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 "load_rps": statistics.median(entry["load_rps"]) if entry["load_rps"] else None,
                 "peak_rps": statistics.median(entry["peak_rps"]) if entry["peak_rps"] else None,
             })
-    command = "python bench/disconnect.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("disconnect.py", argv)
     table = ["| scenario | server | trials | p50 ms | p99 ms | max ms | not seen | background req/s | its peak req/s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:

@@ -1,13 +1,14 @@
-"""HTTP/2 (h2c, prior knowledge) throughput, side by side: Tether, Granian and Hypercorn, with h2load.
+"""HTTP/2 (h2c, prior knowledge) throughput, side by side: Tether, Granian, Gunicorn (its ASGI worker)
+and Hypercorn, with h2load.
 
-    bash bench/setup.sh                      # once: venv with pinned servers, h2load (nghttp2-client)
-    bench/.venv/bin/python bench/h2.py       # hello and 64 KiB, 3 interleaved repetitions of 10 s
-    bench/.venv/bin/python bench/h2.py --quick --scenarios hello
+    bash bench/setup.sh                         # once: bench/.venv-3.X (python3's 3.X), pinned servers
+    bench/.venv-3.11/bin/python bench/h2.py       # hello and 64 KiB, 3 interleaved repetitions of 10 s
+    bench/.venv-3.11/bin/python bench/h2.py --quick --scenarios hello
 
 h2load -c 64 -m 10 (64 connections, 10 concurrent streams each), after a warm-up, every server
 started fresh with one worker on bench/apps/throughput_app.py. The headline is Tether's median
-÷ each other server's median in the same run. Results: bench/results/h2-<time>.json and
-h2-latest.md.
+÷ each other server's median in the same run. Results: bench/results/h2-py3.X-<time>.json and
+h2-py3.X-latest.md.
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import write_results  # noqa: E402
+from bench.report import command_line, write_results  # noqa: E402
 from bench.servers import Running, machine  # noqa: E402
 from bench.throughput import markdown  # noqa: E402
 
 APP = "bench.apps.throughput_app:app"
-SERVERS = ("tether", "granian", "granian-st", "hypercorn")
+SERVERS = ("tether", "granian", "granian-st", "gunicorn", "hypercorn")
 SCENARIOS = {"hello": "/hello", "64k": "/64k"}
-# Granian serves h2c with prior knowledge only with --http 2 (its auto mode is HTTP/1.1 in clear).
-H2_ENV = {"GRANIAN_HTTP": "2"}
+# Granian serves h2c with prior knowledge only with --http 2 (its auto mode is HTTP/1.1 in clear);
+# Gunicorn only with h2 in --http-protocols and --http2-cleartext prior-knowledge (by default: HTTP/1.1).
+_GRANIAN_H2 = {"GRANIAN_HTTP": "2"}
+H2_ENV = {"granian": _GRANIAN_H2, "granian-st": _GRANIAN_H2,
+          "gunicorn": {"GUNICORN_CMD_ARGS": "--http-protocols h2 --http2-cleartext prior-knowledge"}}
 
 
 def parse_h2load(output: str) -> dict:
@@ -58,7 +62,7 @@ def run_h2load(url: str, seconds: float, warmup: float) -> dict:
 
 
 def measure(server: str, scenario: str, seconds: float, warmup: float) -> dict:
-    with Running(server, APP, env=H2_ENV if server.startswith("granian") else None) as srv:
+    with Running(server, APP, env=H2_ENV.get(server)) as srv:
         return run_h2load(srv.url + SCENARIOS[scenario], seconds, warmup)
 
 
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"errors {result['errors']}", flush=True)
     rows = summarise(samples)
     table = markdown(rows)
-    command = "python bench/h2.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("h2.py", argv)
     write_results("h2", {"command": command.strip(), "machine": machine(), "rows": rows, "samples": samples},
                   table, command.strip())
     print(table)

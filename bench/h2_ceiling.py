@@ -1,7 +1,7 @@
 """The HTTP/2 ceiling of a server built on the `h2` library: the library's own server-side cost
 per request, with no sockets, no event loop and no ASGI.
 
-    bench/.venv/bin/python bench/h2_ceiling.py
+    bench/.venv-3.11/bin/python bench/h2_ceiling.py
 
 A client H2Connection writes batches of 10 GET requests (as `h2load -m 10` does); Tether's own
 server connection (``server_connection`` with the default --h2-* options: its HPACK caches,

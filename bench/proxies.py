@@ -11,7 +11,7 @@ latency, not a throughput). A case whose first 5 trials all go untold within --p
 is reported as such and not run further (those configurations never tell the app: README says
 what ends such requests instead).
 
-Results: bench/results/proxies-<time>.json and proxies-latest.md.
+Results: bench/results/proxies-py3.X-<time>.json and proxies-py3.X-latest.md (3.X: python3's).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Scale, side by side: memory per waiting request, and 1,000 clients closing at once.
 
-    python bench/scale.py                      # 5,000 waiting requests, 1,000 closes, all servers
-    python bench/scale.py --quick              # 1,000 waiting, 200 closes
-    python bench/scale.py --servers tether,uvicorn
+    bench/.venv-3.11/bin/python bench/scale.py                      # 5,000 waiting requests, 1,000 closes, all servers
+    bench/.venv-3.11/bin/python bench/scale.py --quick              # 1,000 waiting, 200 closes
+    bench/.venv-3.11/bin/python bench/scale.py --servers tether,uvicorn
 
 For each server: open N connections, each with a request whose app awaits receive() after the
 body (a long-poll that waits for the disconnect); measure the server's RSS before and after
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import percentile, write_results  # noqa: E402
+from bench.report import command_line, percentile, write_results  # noqa: E402
 from bench.servers import Running, machine  # noqa: E402
 
 APP = "bench.apps.disconnect_app:app"
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--waiting", type=int, default=5000)
     parser.add_argument("--closing", type=int, default=1000)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--servers", default="tether,uvicorn,hypercorn,granian")
+    parser.add_argument("--servers", default="tether,uvicorn,hypercorn,granian,gunicorn")
     args = parser.parse_args(argv)
     if args.quick:
         args.waiting, args.closing = 1000, 200
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         last = "—" if r["last_seen_after_loop_ms"] is None else f"{r['last_seen_after_loop_ms']:.1f}"
         table.append(f"| {r['server']} | {r['waiting']} | {r['kb_per_request']:.1f} | {r['seen']}/{args.closing} "
                      f"| {r['close_loop_ms']:.1f} | {last} |")
-    command = "python bench/scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("scale.py", argv)
     write_results("scale", {"command": command.strip(), "machine": machine(), "rows": rows}, "\n".join(table), command.strip())
     print("\n".join(table))
     return 0

@@ -1,6 +1,8 @@
 """The servers compared side by side: how to start each one on a port with an app, and stop it.
 
-Every server runs from bench/.venv (bench/setup.sh), one worker, fresh for each measurement.
+Every server runs from the bench virtualenv the script itself runs in (bench/.venv-3.X, made by
+bench/setup.sh on one interpreter), so all of them, Tether included, run on that interpreter:
+one worker each, fresh for each measurement.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-VENV_BIN = BENCH / ".venv" / "bin"
+# The scripts run with the bench venv's python: its servers are beside it.
+VENV_BIN = Path(sys.executable).parent
 
 
 def _bin(name: str) -> str:
@@ -38,6 +41,13 @@ def command(server: str, app: str, port: int) -> list[str]:
         extra = ["--runtime-mode", "st"] if server == "granian-st" else []
         return [_bin("granian"), "--interface", "asgi", "--host", host, "--port", str(port), "--workers", "1",
                 "--log-level", "warning", *extra, app]
+    if server == "gunicorn":
+        # Gunicorn's own asyncio ASGI worker with uvloop and its C parser (gunicorn_h1c), as Uvicorn
+        # gets uvloop and httptools. --asgi-disconnect-grace-period stays at its default (3 s):
+        # it is when Gunicorn cancels a task that ignores http.disconnect, which no bench app does.
+        # No control socket: a fixed path under ~/.gunicorn shared by every instance.
+        return [_bin("gunicorn"), "-k", "asgi", "--workers", "1", "--bind", f"{host}:{port}", "--asgi-loop", "uvloop",
+                "--http-parser", "fast", "--log-level", "warning", "--no-control-socket", app]
     if server in ("limit", "ws-limit"):
         script = "limit_server.py" if server == "limit" else "ws_ceiling.py"
         return [python(), str(BENCH / script), str(port)]
@@ -45,8 +55,8 @@ def command(server: str, app: str, port: int) -> list[str]:
 
 
 def python() -> str:
-    """The bench virtualenv's interpreter (this one when bench/setup.sh has not run)."""
-    return str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
+    """The interpreter of this run (the bench virtualenv's, when run from it)."""
+    return sys.executable
 
 
 def free_port() -> int:
@@ -97,16 +107,25 @@ class Running:
 
 
 def versions() -> dict:
-    python = VENV_BIN / "python"
-    if not python.exists():
-        return {}
-    out = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, timeout=60).stdout
-    wanted = {"tether", "uvicorn", "granian", "hypercorn", "uvloop", "httptools", "h2", "websockets"}
-    return dict(line.split("==", 1) for line in out.splitlines() if "==" in line and line.split("==")[0].lower() in wanted)
+    """Versions of the servers and their parsers in this interpreter's environment."""
+    from importlib import metadata
+
+    wanted = ("tether", "uvicorn", "granian", "hypercorn", "gunicorn", "gunicorn_h1c", "uvloop", "httptools", "h2",
+              "websockets")
+    found = {}
+    for name in wanted:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
 
 
 def machine() -> dict:
     import platform
 
+    from bench.report import interpreter
+
     return {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
-            "machine": platform.machine(), "versions": versions()}
+            "interpreter": interpreter(), "executable": sys.executable, "machine": platform.machine(),
+            "versions": versions()}

@@ -1,14 +1,14 @@
 """Slowloris, side by side: normal clients' latency while 1,000 connections trickle headers.
 
-    python bench/slowloris.py                        # 1,000 slow connections, 10 s per phase
-    python bench/slowloris.py --quick                # 300 slow connections, 4 s per phase
-    python bench/slowloris.py --servers tether,uvicorn
+    bench/.venv-3.11/bin/python bench/slowloris.py                        # 1,000 slow connections, 10 s per phase
+    bench/.venv-3.11/bin/python bench/slowloris.py --quick                # 300 slow connections, 4 s per phase
+    bench/.venv-3.11/bin/python bench/slowloris.py --servers tether,uvicorn
 
 For each server (fresh, one worker, the throughput app): wrk -c16 on /hello gives the baseline
 p99; then N clients open connections and send one header byte every 0.5 s, never finishing
 (reconnecting when cut); wrk runs again beside them. The headline is p99 under attack ÷
 baseline p99 (target for Tether: ≤ 2×), and how many slow connections the server cut.
-Results: bench/results/slowloris-<time>.json and slowloris-latest.md.
+Results: bench/results/slowloris-py3.X-<time>.json and slowloris-py3.X-latest.md.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import write_results  # noqa: E402
+from bench.report import command_line, write_results  # noqa: E402
 from bench.servers import Running, machine  # noqa: E402
 from bench.throughput import parse_wrk, wrk_duration  # noqa: E402
 
 APP = "bench.apps.throughput_app:app"
-SERVERS = ("tether", "uvicorn", "granian", "hypercorn")
+SERVERS = ("tether", "uvicorn", "granian", "gunicorn", "hypercorn")
 
 
 class Trickle:
@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown([row]).splitlines()[-1], flush=True)
     table = markdown(rows)
     print(table)
-    write_results("slowloris", {"machine": machine(), "rows": rows}, table,
-                  "python bench/slowloris.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    command = command_line("slowloris.py", argv)
+    write_results("slowloris", {"command": command, "machine": machine(), "rows": rows}, table, command)
     return 0
 
 

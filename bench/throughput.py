@@ -1,16 +1,17 @@
-"""Throughput, side by side: Tether against Uvicorn, Granian, Hypercorn and a bare limit server.
+"""Throughput, side by side: Tether against Uvicorn, Granian, Gunicorn (its ASGI worker), Hypercorn
+and a bare limit server.
 
-    bash bench/setup.sh                                  # once: venv with pinned servers, wrk
-    python bench/throughput.py                           # every scenario, 3 interleaved repetitions
-    python bench/throughput.py --quick                   # 3 s runs
-    python bench/throughput.py --scenarios hello,64k --servers tether,uvicorn --repeat 5
-    python bench/throughput.py --scenarios hello --servers tether,tether-metrics --seconds 5   # --metrics' cost
+    bash bench/run --python 3.13 throughput              # once: venv with pinned servers, wrk; then this
+    bench/.venv-3.13/bin/python bench/throughput.py      # every scenario, 3 interleaved repetitions
+    bench/.venv-3.13/bin/python bench/throughput.py --quick   # 3 s runs
+    bench/.venv-3.13/bin/python bench/throughput.py --scenarios hello,64k --servers tether,uvicorn --repeat 5
+    bench/.venv-3.13/bin/python bench/throughput.py --scenarios hello --servers tether,tether-metrics --seconds 5   # --metrics' cost
 
 Each measurement starts the server fresh (one worker, same app file), warms it up, then runs
 wrk. Repetitions are interleaved across servers (A B C, A B C, ...). The headline is the ratio
 of Tether's median to each other server's median *in the same run*: this machine is shared and
-its absolute numbers drift. Results: bench/results/throughput-<time>.json, throughput-latest.md
-and throughput-latest.png.
+its absolute numbers drift. Results: bench/results/throughput-py3.X-<time>.json,
+throughput-py3.X-latest.md and throughput-py3.X-latest.png (3.X: the interpreter every server ran on).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import RESULTS, write_results  # noqa: E402
+from bench.report import RESULTS, command_line, interpreter, interpreter_tag, write_results  # noqa: E402
 from bench.servers import BENCH, Running, machine  # noqa: E402
 
 APP = "bench.apps.throughput_app:app"
-SERVERS = ("tether", "uvicorn", "granian", "granian-st", "hypercorn", "limit")  # (also: tether-metrics)
+SERVERS = ("tether", "uvicorn", "granian", "granian-st", "gunicorn", "hypercorn", "limit")  # (also: tether-metrics)
 # name -> (path, wrk connections, extra wrk arguments); the limit server only answers "hello".
 SCENARIOS = {
     "hello": ("/hello", 64, []),
@@ -153,7 +154,7 @@ def chart(rows: list[dict], path: Path) -> None:
         ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=server)
     ax.set_xticks([x + width * (len(servers) - 1) / 2 for x in range(len(scenarios))], scenarios)
     ax.set_ylabel("requests/s (median)")
-    ax.set_title("Throughput, one worker, same machine, same run")
+    ax.set_title(f"Throughput, one worker, same machine, same run, {interpreter()}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -190,10 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{'-' if cpu is None else f'{cpu:.1f}'} us/request", flush=True)
     rows = summarise(samples)
     table = markdown(rows)
-    command = "python bench/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("throughput.py", argv)
     write_results("throughput", {"command": command.strip(), "machine": machine(), "rows": rows, "samples": samples},
                   table, command.strip())
-    chart(rows, RESULTS / "throughput-latest.png")
+    chart(rows, RESULTS / f"throughput-{interpreter_tag()}-latest.png")
     print(table)
     return 0
 

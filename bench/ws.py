@@ -1,14 +1,16 @@
-"""WebSocket echo throughput, side by side: Tether, Uvicorn (websockets), Granian, Hypercorn.
+"""WebSocket echo throughput, side by side: Tether, Uvicorn (websockets), Granian, Gunicorn (its ASGI
+worker), Hypercorn.
 
-    bash bench/setup.sh                               # once
-    bench/.venv/bin/python bench/ws.py           # 3 interleaved repetitions of 10 s
-    bench/.venv/bin/python bench/ws.py --quick --servers tether,uvicorn
+    bash bench/setup.sh                         # once: bench/.venv-3.X (python3's 3.X), pinned servers
+    bench/.venv-3.11/bin/python bench/ws.py           # 3 interleaved repetitions of 10 s
+    bench/.venv-3.11/bin/python bench/ws.py --quick --servers tether,uvicorn
 
 64 connections, each keeping one 32-byte text message in flight (send, wait for the echo, send
 again), driven by bench/ws_load.py; every server started fresh with one worker on
 bench/apps/ws_app.py. "ws-limit" is a bare uvloop echo protocol (no ASGI): the ceiling,
 and the proof that the client is not the bottleneck. The headline is Tether's median messages/s
-÷ each other server's, in the same run. Results: bench/results/ws-<time>.json, ws-latest.md.
+÷ each other server's, in the same run. Results: bench/results/ws-py3.X-<time>.json,
+ws-py3.X-latest.md (3.X: the interpreter every server ran on).
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import write_results  # noqa: E402
+from bench.report import command_line, write_results  # noqa: E402
 from bench.servers import BENCH, Running, machine, python  # noqa: E402
 
 APP = "bench.apps.ws_app:app"
-SERVERS = ("tether", "uvicorn", "granian", "hypercorn", "ws-limit")
+SERVERS = ("tether", "uvicorn", "granian", "gunicorn", "hypercorn", "ws-limit")
 
 
 def run_client(port: int, connections: int, seconds: float) -> dict:
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"errors {result['errors']}", flush=True)
     rows = summarise(samples)
     table = markdown(rows)
-    command = ("python bench/ws.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    command = command_line("ws.py", argv)
     write_results("ws", {"command": command, "machine": machine(), "rows": rows, "samples": samples}, table, command)
     print(table)
     return 0

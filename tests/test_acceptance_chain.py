@@ -72,9 +72,13 @@ def test_disconnect_cancels_the_whole_chain() -> None:
             time.sleep(0.3)
         finally:
             left = hang_up(sock)
-        rec.wait("service3.cancelled", 1.0)
+        # Each service marks its cancel after httpcore has already closed its connection to the
+        # next one, so the next service may mark first: the marks prove the chain (service3's only
+        # client is service2, service2's is service1), not an order between neighbours.
+        for name in ("service3", "service2", "service1"):
+            rec.wait(f"{name}.cancelled", 1.0)
         ms = {name: rec.since(f"{name}.cancelled", left) for name in ("service1", "service2", "service3")}
         print(f"\n[chain] cancelled after the client left: service1 {ms['service1']:.1f} ms, "
               f"service2 {ms['service2']:.1f} ms, service3 {ms['service3']:.1f} ms (target 200 ms)")
         assert "service3.finished" not in rec
-        assert ms["service1"] <= ms["service2"] <= ms["service3"] < 1000
+        assert max(ms.values()) < 1000

@@ -39,12 +39,14 @@ def waiting_app(rec: Probe) -> Any:
         if scope["type"] != "http":
             return
         rec.mark("started")
+        async def until_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
         try:
-            async with asyncio.timeout(25):
-                while (await receive())["type"] != "http.disconnect":
-                    pass
+            await asyncio.wait_for(until_disconnect(), 25)  # (asyncio.timeout() is 3.11+)
             rec.mark("disconnect")
-        except TimeoutError:
+        except asyncio.TimeoutError:  # (not the builtin TimeoutError before 3.11)
             rec.mark("timed_out")
 
     return app
@@ -77,8 +79,8 @@ def run_dead_peer(keepalive: bool, wait: float) -> tuple[Probe, float, list]:
         client = start_python(link, CLIENT, srv.port)
         try:
             if not rec.seen_within("started", 10):
-                stop_client(client)
-                pytest.fail(f"the request from the namespace never arrived: {client.stderr.read()}")
+                client.kill()
+                pytest.fail(f"the request from the namespace never arrived: {client.communicate(timeout=5)[1]}")
             options = keepalive_options(srv)
             link.pull_cable()
             pulled = time.monotonic()

@@ -40,14 +40,14 @@ def waiting_app(rec: Probe) -> Any:
             await signal.wait()
             rec.mark("extension")
 
+        async def until_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            rec.mark("disconnect")
+
         watcher = asyncio.ensure_future(watch_extension())
         try:
-            async with asyncio.timeout(30):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        rec.mark("disconnect")
-                        break
+            await asyncio.wait_for(until_disconnect(), 30)  # (asyncio.timeout() is 3.11+)
             await asyncio.wait_for(watcher, 1)
         finally:
             watcher.cancel()

@@ -1,9 +1,15 @@
 """The benchmark harness's own logic (no timing here): percentiles and result files."""
 
 import json
+import os
+import platform
+import sys
+from pathlib import Path
 
 from bench.disconnect import _wrk_rate
 from bench.report import percentile, write_results
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_percentile_nearest_rank():
@@ -15,12 +21,24 @@ def test_percentile_nearest_rank():
     assert percentile([], 50) is None
 
 
-def test_write_results(tmp_path):
+def test_write_results_name_the_interpreter(tmp_path):
     path = write_results("demo", {"rows": [1]}, "| a |", "python bench/x.py --quick", directory=tmp_path)
+    tag = "py%d.%d" % sys.version_info[:2]
+    assert path.name.startswith(f"demo-{tag}-")
     data = json.loads(path.read_text())
     assert data["name"] == "demo" and data["rows"] == [1]
-    latest = (tmp_path / "demo-latest.md").read_text()
+    assert data["interpreter"] == f"{platform.python_implementation()} {platform.python_version()}"
+    latest = (tmp_path / f"demo-{tag}-latest.md").read_text()
     assert "python bench/x.py --quick" in latest and "| a |" in latest
+    assert f"every server on {data['interpreter']}" in latest
+
+
+def test_command_line_names_the_interpreter_that_ran():
+    from bench.report import command_line
+
+    line = command_line("ws.py", ["--quick"])
+    assert line.endswith(" bench/ws.py --quick")
+    assert line.split()[0] in (sys.executable, os.path.relpath(sys.executable, ROOT))
 
 
 def test_wrk_rate_parsing():
@@ -90,10 +108,33 @@ def test_bench_run_selects_suites_and_scenarios():
     assert plan(["disconnect-load"]) == [("disconnect", ["load"])]
     args = command("throughput", ["hello"], quick=True)
     assert args[-3:] == ["--quick", "--scenarios", "hello"] and args[1].endswith("throughput.py")
+    assert args[0] == str(ROOT / "bench" / ".venv-3.11" / "bin" / "python")
     import pytest
 
     with pytest.raises(ValueError, match="unknown benchmark 'nope'"):
         plan(["nope"])
+
+
+def test_bench_run_python_picks_the_venv_every_server_runs_from():
+    import pytest
+
+    from bench.run import command, parse_args
+
+    assert parse_args([]) == (False, "3.11", [])
+    assert parse_args(["--python", "3.13", "--quick", "hello"]) == (True, "3.13", ["hello"])
+    assert parse_args(["hello", "--python=3.12"]) == (False, "3.12", ["hello"])
+    assert command("ws", None, quick=False, version="3.13")[0] == str(ROOT / "bench" / ".venv-3.13" / "bin" / "python")
+    for bad in (["--python"], ["--python", "313"], ["--python", "python3.13"]):
+        with pytest.raises(ValueError, match="--python wants a version such as 3.13"):
+            parse_args(bad)
+
+
+def test_gunicorn_runs_its_asgi_worker_alone():
+    from bench.servers import command
+
+    args = command("gunicorn", "bench.apps.throughput_app:app", 8123)
+    assert args[1:3] == ["-k", "asgi"] and args[args.index("--workers") + 1] == "1"
+    assert args[args.index("--bind") + 1] == "127.0.0.1:8123" and args[-1] == "bench.apps.throughput_app:app"
 
 
 def test_ws_echo_client_output_and_table():

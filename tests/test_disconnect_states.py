@@ -449,3 +449,31 @@ def test_client_disconnected_propagating_from_the_app_is_not_logged_as_error(how
     assert any("ClientDisconnected" in r.getMessage() for r in tether_logs.records if r.name == "tether.error"), [
         r.getMessage() for r in tether_logs.records
     ]
+
+
+@close_kinds
+def test_client_disconnected_inside_an_exception_group_is_not_logged_as_error(how: str, tether_logs: Any) -> None:
+    """The same through an anyio task group (Starlette, FastAPI): on 3.10 anyio raises the
+    exceptiongroup backport's group, not a builtin one."""
+    import anyio
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        await send(START)
+
+        async def stream() -> None:
+            for i in range(200):
+                await send({"type": "http.response.body", "body": b"tick %d\n" % i, "more_body": True})
+                await anyio.sleep(0.05)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(stream)
+
+    with serve(app, lifespan="off") as srv:
+        sock = srv.connect()
+        sock.sendall(request())
+        recv_until(sock, b"tick 0\n")
+        hang_up(sock, how)
+        server_idle(srv)
+    assert error_records(tether_logs) == []
+    assert any("ended with ExceptionGroup after the client left" in r.getMessage() for r in tether_logs.records
+               if r.name == "tether.error"), [r.getMessage() for r in tether_logs.records]

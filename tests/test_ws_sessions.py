@@ -160,6 +160,21 @@ def test_bad_handshake_is_refused_and_the_app_not_called(version: str, status: i
         assert "scope" not in record
 
 
+@pytest.mark.parametrize("request_line", [b"POST / HTTP/1.1", b"GET / HTTP/1.0"])
+def test_upgrade_that_is_not_get_over_http11_is_refused(request_line: bytes) -> None:
+    """RFC 6455 §4.1: a GET over HTTP/1.1 (websockets 17 checks it; Tether does for 16, on 3.10)."""
+    record = Probe()
+    with serve(echo_app(record)) as srv:
+        with RawClient.to(srv) as client:
+            client.send(request_line + b"\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                        b"Content-Length: 0\r\n\r\n")
+            response = client.read_response()
+            assert response.status == 400
+            assert b"unsupported HTTP" in response.body
+        assert "scope" not in record
+
+
 def test_bad_websocket_key_is_400() -> None:
     record = Probe()
     with serve(echo_app(record)) as srv:

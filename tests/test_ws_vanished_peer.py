@@ -51,8 +51,8 @@ def test_pings_find_a_vanished_websocket_peer() -> None:
         client = start_python(link, CLIENT, srv.port)
         try:
             if not rec.seen_within("open", 15):
-                stop_client(client)
-                pytest.fail(f"the session from the namespace never opened: {client.stderr.read()}")
+                client.kill()
+                pytest.fail(f"the session from the namespace never opened: {client.communicate(timeout=5)[1]}")
             link.pull_cable()
             pulled = time.monotonic()
             rec.wait("disconnect", 10)

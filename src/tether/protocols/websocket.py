@@ -51,12 +51,32 @@ _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
 # ---------------------------------------------------------------------- handshake (sans-I/O)
+# websockets 17 checks the handshake's method and HTTP version itself; 16, the newest on
+# Python 3.10, has neither field in its Request.
+_REQUEST_HAS_METHOD = "method" in Request.__dataclass_fields__
+
+
 def handshake_request(scope: dict) -> Request:
     """The upgrade request as websockets' ``Request``, from what HTTP/1.1 already parsed."""
     target = scope["raw_path"] + (b"?" + scope["query_string"] if scope["query_string"] else b"")
     headers = Headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"])
+    if not _REQUEST_HAS_METHOD:
+        return Request(target.decode("latin-1"), headers)
     return Request(target.decode("latin-1"), headers, method=scope["method"],
                    protocol="HTTP/" + scope["http_version"])
+
+
+def handshake_response(ws: ServerProtocol, scope: dict) -> Any:
+    """websockets' answer to the upgrade request: the 101, or a refusal."""
+    if not _REQUEST_HAS_METHOD:  # the checks websockets 17 makes, with its statuses and texts
+        if scope["method"] != "GET":
+            response = ws.reject(405, f"Failed to open a WebSocket connection: unsupported HTTP method: {scope['method']}.\n")
+            response.headers["Allow"] = "GET"
+            return response
+        if scope["http_version"] != "1.1":
+            return ws.reject(505, "Failed to open a WebSocket connection: unsupported HTTP version: "
+                                  f"HTTP/{scope['http_version']}.\n")
+    return ws.accept(handshake_request(scope))
 
 
 def accept_head(negotiated: Headers, subprotocol: str | None, extra: Any, default_lines: bytes) -> bytes:
@@ -149,7 +169,7 @@ class WebSocketProtocol(WriteFlowControl, PausableReading):
         settings = self.settings
         settings.connections.add(self)
         self.transport.set_write_buffer_limits(WRITE_HIGH_WATER)  # send() returns once the kernel has the bytes
-        response = self.ws.accept(handshake_request(scope))
+        response = handshake_response(self.ws, scope)
         if response.status_code != 101:
             status, headers, body = _refusal(response.status_code, response.headers, response.body.decode())
             if error_logger.isEnabledFor(logging.DEBUG):
