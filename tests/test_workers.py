@@ -8,10 +8,12 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
-from tests.support.http1 import RequestLoop, raw_request
+from tests.support.http1 import RequestLoop, raw_request, recv_to_eof
+from tests.support.server import serve
 from tests.support.process import pid_alive, run_cli, running
 from tests.support.waiting import free_port, wait_until
 
@@ -174,3 +176,29 @@ def test_limit_max_requests_with_workers_loses_no_request():
                        interval=0.05)
         assert loop.failures == [], loop.failures[:5]
         assert len(set(loop.pids)) >= 4
+
+
+@pytest.mark.parametrize("sent_before", [b"", b"GET / HTTP/1.1\r\nHo"], ids=["nothing", "half_a_head"])
+def test_a_connection_whose_request_is_on_its_way_at_shutdown_is_answered(sent_before: bytes) -> None:
+    """A client that connected just as the worker began to shut down (a restart, a recycle) and
+    whose request had not been read yet gets its answer, with connection: close, not an
+    empty reply (the race seen under load while workers were replaced)."""
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"answered"})
+
+    with serve(app, lifespan="off", timeout_graceful_shutdown=5) as srv:
+        sock = srv.connect()
+        if sent_before:
+            sock.sendall(sent_before)
+        wait_until(lambda: srv.call(lambda: len(srv.state.connections)) == 1, what="the connection accepted")
+        srv.loop.call_soon_threadsafe(srv.server.request_exit)
+        wait_until(lambda: srv.state.shutting_down, what="the shutdown under way")
+        time.sleep(0.2)
+        sock.sendall((b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")[len(sent_before):])
+        data = recv_to_eof(sock)
+        sock.close()
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"answered"), data
+    assert b"connection: close" in data

@@ -42,6 +42,7 @@ HIGH_WATER = 65536  # request body bytes buffered before reading pauses
 MAX_CHUNK_LINE = 16384  # chunk-size line + extensions, on average per chunk (Node's bound, CVE-2024-22019)
 CHUNK_LINE_ALLOWANCE = 64  # bytes of framing a plain chunk costs: size line, CRLFs
 LINGER_SECONDS = 2.0  # how long a connection closed after an error answer drains the client's input
+SHUTDOWN_GRACE = 1.0  # at shutdown, how long a new connection's first request gets to arrive
 PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -599,11 +600,22 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
             self.transport.abort()
 
     def close_idle(self) -> None:
-        """Keep-alive timeout or shutdown: close if no request is in progress."""
+        """Keep-alive timeout or shutdown: close if no request is in progress. At shutdown, a
+        connection accepted but not yet read from, or halfway through a head, may carry a
+        request on its way (a client that connected just as the worker was being replaced):
+        it gets SHUTDOWN_GRACE seconds to arrive, is answered, and then the connection closes."""
         if self.cycle is None and self.parsing is None and not self.pipeline:
+            if self.settings.shutting_down and (self.fresh or self.in_head) and not self.closing:
+                self.keep_alive = False
+                self.loop.call_later(SHUTDOWN_GRACE, self._close_if_idle)
+                return
             self._close()
         else:
             self.keep_alive = False
+
+    def _close_if_idle(self) -> None:
+        if self.cycle is None and self.parsing is None and not self.pipeline and not self.closed:
+            self._close()
 
     def _reject(self, status: int, message: bytes) -> None:
         """A protocol error: answer it (if nothing else is in flight) and close."""
