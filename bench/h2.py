@@ -9,6 +9,11 @@ h2load -c 64 -m 10 (64 connections, 10 concurrent streams each), after a warm-up
 started fresh with one worker on bench/apps/throughput_app.py. The headline is Tether's median
 ÷ each other server's median in the same run. Results: bench/results/h2-py3.X-<time>.json and
 h2-py3.X-latest.md.
+
+``--scenarios large-body``: one 32 MiB response body (a single send(), fetched by curl, whose
+HTTP/2 windows are large) three times in a row while 16 connections do hello (h2load -c 16 -m 1,
+per-request log): the hello p99 and max while the bodies are being sent, against the same
+connections' p99 with no body in flight, and how long each 32 MiB body took.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -28,7 +36,7 @@ from bench.throughput import markdown  # noqa: E402
 
 APP = "bench.apps.throughput_app:app"
 SERVERS = ("tether", "granian", "granian-st", "gunicorn", "hypercorn")
-SCENARIOS = {"hello": "/hello", "64k": "/64k"}
+SCENARIOS = {"hello": "/hello", "64k": "/64k", "large-body": "/32m"}
 # Granian serves h2c with prior knowledge only with --http 2 (its auto mode is HTTP/1.1 in clear);
 # Gunicorn only with h2 in --http-protocols and --http2-cleartext prior-knowledge (by default: HTTP/1.1).
 _GRANIAN_H2 = {"GRANIAN_HTTP": "2"}
@@ -63,7 +71,42 @@ def run_h2load(url: str, seconds: float, warmup: float) -> dict:
 
 def measure(server: str, scenario: str, seconds: float, warmup: float) -> dict:
     with Running(server, APP, env=H2_ENV.get(server)) as srv:
+        if scenario == "large-body":
+            return large_body(srv.url, seconds)
         return run_h2load(srv.url + SCENARIOS[scenario], seconds, warmup)
+
+
+def large_body(url: str, seconds: float, bodies: int = 3) -> dict:
+    """Hello latencies on 16 other connections while one 32 MiB body goes out (module docstring)."""
+    seconds = max(4, round(seconds))
+    with tempfile.NamedTemporaryFile(suffix=".log") as log:
+        load = subprocess.Popen(["h2load", "-c", "16", "-m", "1", "-t", "1", "-D", str(seconds), "--log-file", log.name,
+                                 url + "/hello"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        windows: list[tuple[float, float]] = []
+        time.sleep(1.0)  # (a second of hello alone: the baseline)
+        for _ in range(bodies):
+            started = time.time()
+            done = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{size_download}",
+                                   "--max-time", "120", url + "/32m"], capture_output=True, text=True, timeout=150)
+            windows.append((started, time.time()))
+            if done.stdout.strip() != str(32 * 1024 * 1024):
+                raise RuntimeError(f"the 32 MiB body came short: {done.stdout!r} {done.stderr[-200:]!r}")
+        load.communicate(timeout=seconds + 150)
+        rows = [line.split("\t") for line in Path(log.name).read_text().splitlines() if line.strip()]
+    during, alone = [], []
+    for start_us, status, duration_us in rows:
+        start, duration = int(start_us) / 1e6, int(duration_us) / 1e3
+        (during if any(a <= start <= b for a, b in windows) else alone).append(duration)
+    during.sort()
+    alone.sort()
+
+    def pct(values: list, q: float) -> float | None:
+        return values[min(len(values) - 1, int(q * len(values)))] if values else None
+
+    return {"rps": len(rows) / seconds, "errors": sum(1 for r in rows if r[1] != "200"),
+            "p99_during_ms": pct(during, 0.99), "max_during_ms": during[-1] if during else None,
+            "p99_alone_ms": pct(alone, 0.99), "requests_during": len(during),
+            "body_seconds": [round(b - a, 3) for a, b in windows]}
 
 
 def summarise(samples: dict) -> list[dict]:
@@ -109,13 +152,29 @@ def main(argv: list[str] | None = None) -> int:
                 samples[scenario].setdefault(server, []).append(result)
                 print(f"h2 {scenario:6} rep {rep + 1}/{args.repeat} {server:11} {result['rps'] or 0:10.0f} req/s "
                       f"errors {result['errors']}", flush=True)
+    large = samples.pop("large-body", None)
     rows = summarise(samples)
-    table = markdown(rows)
+    table = markdown(rows) if rows else ""
+    if large:
+        table += ("\n" if table else "") + large_body_table(large)
+        samples["large-body"] = large
     command = command_line("h2.py", argv)
     write_results("h2", {"command": command.strip(), "machine": machine(), "rows": rows, "samples": samples},
                   table, command.strip())
     print(table)
     return 0
+
+
+def large_body_table(per_server: dict) -> str:
+    lines = ["| server | hello p99 during 32 MiB bodies (ms) | max (ms) | p99 with none (ms) | seconds per body |",
+             "|---|---|---|---|---|"]
+    for server, runs in per_server.items():
+        during = statistics.median([r["p99_during_ms"] for r in runs if r["p99_during_ms"] is not None] or [0])
+        peak = max((r["max_during_ms"] or 0) for r in runs)
+        alone = statistics.median([r["p99_alone_ms"] for r in runs if r["p99_alone_ms"] is not None] or [0])
+        bodies = statistics.median([s for r in runs for s in r["body_seconds"]])
+        lines.append(f"| {server} | {during:.1f} | {peak:.1f} | {alone:.1f} | {bodies:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from bench.apps.lifespan import complete_lifespan
 
 BODY_64K = b"x" * 65536
+BODY_32M = b"z" * (32 * 1024 * 1024)  # bench/h2.py large-body: one send() of 32 MiB
 CHUNK = b"y" * 100
 
 
@@ -28,6 +29,6 @@ async def app(scope, receive, send):
             await send({"type": "http.response.body", "body": CHUNK, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
-    body = BODY_64K if path == "/64k" else b"Hello, world!"
+    body = BODY_64K if path == "/64k" else BODY_32M if path == "/32m" else b"Hello, world!"
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": body})

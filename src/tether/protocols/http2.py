@@ -52,6 +52,7 @@ MAX_RESETS_PER_SECOND = 200
 LINGER_SECONDS = 2.0  # how long a connection closed for an error drains the client's input
 MAX_CONTROL_FRAMES_PER_SECOND = 1000
 PUMP_QUANTUM = 65536  # response bytes a stream sends per turn when several wait for the socket
+PUMP_BURST = 262144  # response bytes framed per loop pass, whatever the socket would take
 _EMPTY: tuple = ()
 
 
@@ -487,7 +488,7 @@ class H2Protocol(WritePause):
         "settings", "loop", "transport", "conn", "streams", "server", "client", "scheme", "write_paused",
         "closed", "closing", "idle_since", "window_start", "resets", "control_frames", "pinger",
         "last_stream_id", "fd", "stall", "draining", "valid_headers", "unflushed", "flush_scheduled",
-        "peer_goaway", "to_start",
+        "peer_goaway", "to_start", "pump_scheduled",
     )
 
     def __init__(self, settings: Any, transport: Any, server: Any, client: Any, fd: int = -1) -> None:
@@ -517,6 +518,7 @@ class H2Protocol(WritePause):
         self.flush_scheduled = False
         self.peer_goaway = False  # the client sent GOAWAY NO_ERROR: close once its streams are done
         self.to_start: list = []  # the requests of this read, whose apps start once it is handled
+        self.pump_scheduled = False
 
     # ------------------------------------------------------------------ start
     def start(self, data: bytes = b"", upgrade: tuple | None = None) -> None:
@@ -799,9 +801,11 @@ class H2Protocol(WritePause):
         if flush:
             self.flush_soon()
 
-    def pump(self, stream: H2Stream, budget: int = 1 << 62) -> None:
+    def pump(self, stream: H2Stream, budget: int = PUMP_BURST) -> None:
         """Send what the stream's window allows, then its trailers, until the socket is full
-        (``write_paused``: resume_writing goes on from there) or ``budget`` bytes went out."""
+        (``write_paused``: resume_writing goes on from there) or ``budget`` bytes went out (the
+        next loop pass goes on: on loopback the kernel can take a 32 MiB body without ever
+        pausing us, and framing it all at once held every other connection for 50 ms)."""
         conn = self.conn
         stream_id = stream.stream_id
         try:
@@ -831,14 +835,26 @@ class H2Protocol(WritePause):
                 raise ClientDisconnected("the HTTP/2 stream was reset") from None
             raise RuntimeError(f"invalid HTTP/2 response: {exc}") from None
         self.flush_soon()
+        if budget <= 0 and stream.pending and not self.write_paused:
+            self._pump_soon()
         if not stream.write_paused:
             stream.wake_drainers()
+
+    def _pump_soon(self) -> None:
+        if not self.pump_scheduled:
+            self.pump_scheduled = True
+            self.loop.call_soon(self.pump_all)
 
     def pump_all(self) -> None:
         """The socket has room (or the connection window opened): send the waiting streams'
         data in turns of PUMP_QUANTUM bytes each, so that one large body does not hold back
-        the responses of the other streams on the connection."""
+        the responses of the other streams on the connection; PUMP_BURST bytes per loop pass."""
+        self.pump_scheduled = False
+        budget = PUMP_BURST
         while not self.write_paused and not self.closed:
+            if budget <= 0:
+                self._pump_soon()
+                return
             waiting = [stream for stream in self.streams.values() if stream.has_output and not stream.closed]
             if not waiting:
                 return
@@ -851,6 +867,7 @@ class H2Protocol(WritePause):
                     self.pump(stream, PUMP_QUANTUM)
                 except (ClientDisconnected, RuntimeError):
                     pass  # the waiting send() is told via its drain waiter
+                budget -= before[0] - len(stream.pending)
                 progress = progress or before != (len(stream.pending), stream.pending_end, stream.trailers is not None)
             if not progress:
                 return  # every waiting stream is blocked on its own window
