@@ -8,7 +8,7 @@
 bench/setup.sh makes its own virtualenv, bench/.venv-3.X, with Tether and the pinned peers, and
 every server of the run, Tether included, runs from it, on that interpreter.
 Names are suites (throughput, h2, ws, disconnect, scale, slowloris) or single scenarios of a suite
-(hello, 64k, echo, stream, close, c1000; h2-hello, h2-64k; ws-echo; disconnect-idle,
+(hello, 64k, echo, stream, close, c1000; h2-hello, h2-64k, h2-large-body; ws-echo; disconnect-idle,
 disconnect-load, disconnect-busy). Each suite writes bench/results/<suite>-py3.X-<time>.json and
 <suite>-py3.X-latest.md.
 """
@@ -55,7 +55,7 @@ def find_python(version: str) -> str | None:
 # suite -> (script, {scenario name: the suite's own scenario name})
 SUITES = {
     "throughput": ("throughput.py", {n: n for n in ("hello", "64k", "echo", "stream", "close", "c1000")}),
-    "h2": ("h2.py", {"h2-hello": "hello", "h2-64k": "64k"}),
+    "h2": ("h2.py", {"h2-hello": "hello", "h2-64k": "64k", "h2-large-body": "large-body"}),
     "ws": ("ws.py", {"ws-echo": None}),
     "disconnect": ("disconnect.py", {"disconnect-idle": "idle", "disconnect-load": "load", "disconnect-busy": "busy"}),
     "scale": ("scale.py", {}),
