@@ -21,12 +21,15 @@ the server's cancel request, no new login) or sqlite3's ``interrupt()``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.abc
+import inspect
 import sys
 import threading
 from typing import Any, Callable
 
+from ..cycle.work import query_started
 from ..logs import error_logger
 
 # module name -> (this package's module, its install(module) function's name)
@@ -104,9 +107,43 @@ class _InstallingLoader(importlib.abc.Loader):
 
 def sync_cancel(connection: Any, name: str = "cancel") -> Callable[[], Any] | None:
     """The connection's thread-safe cancel, if it has a synchronous one."""
-    import inspect
-
     method = getattr(connection, name, None)
     if method is None or inspect.iscoroutinefunction(method):
         return None
     return method
+
+
+def reporting(method: Any, stop: str) -> Any:
+    """``method`` of a cursor class, reporting its query to the current request while it runs:
+    the connection is ``self.connection``, its cancel the method named ``stop``."""
+    if inspect.iscoroutinefunction(method):
+        @functools.wraps(method)
+        async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            conn = self.connection
+            entry = query_started(conn, getattr(conn, stop))
+            try:
+                return await method(self, *args, **kwargs)
+            finally:
+                if entry is not None:
+                    entry.close()
+        return wrapper
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[no-redef]
+        conn = self.connection
+        entry = query_started(conn, getattr(conn, stop))
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if entry is not None:
+                entry.close()
+    return wrapper
+
+
+def reporting_class(base: type, names: tuple, stop: str, cache: dict) -> type:
+    """A subclass of the cursor class ``base`` whose methods ``names`` report their queries."""
+    sub = cache.get(base)
+    if sub is None:
+        methods = {name: reporting(getattr(base, name), stop) for name in names if hasattr(base, name)}
+        sub = cache[base] = type(base.__name__, (base,), {**methods, "__module__": base.__module__, "_tether": True})
+    return sub

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..cycle.work import query_started
+from . import reporting_class
 
 _SUBCLASSES: dict = {}
 
@@ -47,50 +47,4 @@ def _async_connect(connect: Any) -> Any:
 def _tracking(base: type) -> type:
     if getattr(base, "_tether", False):
         return base
-    sub = _SUBCLASSES.get(base)
-    if sub is not None:
-        return sub
-    import inspect
-
-    if inspect.iscoroutinefunction(base.execute):
-        class Tracked(base):  # type: ignore[valid-type,misc]
-            _tether = True
-
-            async def execute(self, *args: Any, **kwargs: Any) -> Any:
-                entry = query_started(self.connection, self.connection.cancel)
-                try:
-                    return await super().execute(*args, **kwargs)
-                finally:
-                    if entry is not None:
-                        entry.close()
-
-            async def executemany(self, *args: Any, **kwargs: Any) -> Any:
-                entry = query_started(self.connection, self.connection.cancel)
-                try:
-                    return await super().executemany(*args, **kwargs)
-                finally:
-                    if entry is not None:
-                        entry.close()
-    else:
-        class Tracked(base):  # type: ignore[valid-type,misc,no-redef]
-            _tether = True
-
-            def execute(self, *args: Any, **kwargs: Any) -> Any:
-                entry = query_started(self.connection, self.connection.cancel)
-                try:
-                    return super().execute(*args, **kwargs)
-                finally:
-                    if entry is not None:
-                        entry.close()
-
-            def executemany(self, *args: Any, **kwargs: Any) -> Any:
-                entry = query_started(self.connection, self.connection.cancel)
-                try:
-                    return super().executemany(*args, **kwargs)
-                finally:
-                    if entry is not None:
-                        entry.close()
-    Tracked.__name__ = Tracked.__qualname__ = base.__name__
-    Tracked.__module__ = base.__module__
-    _SUBCLASSES[base] = Tracked
-    return Tracked
+    return reporting_class(base, ("execute", "executemany"), "cancel", _SUBCLASSES)

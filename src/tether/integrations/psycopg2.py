@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..cycle.work import query_started
+from . import reporting_class
 
 _CURSORS: dict = {}
 _CONNECTIONS: dict = {}
@@ -45,33 +45,4 @@ def _connection_class(base: type, base_cursor: type) -> type:
 
 
 def _cursor_class(base: type) -> type:
-    sub = _CURSORS.get(base)
-    if sub is None:
-        class Tracked(base):  # type: ignore[valid-type,misc]
-            def execute(self, *args: Any, **kwargs: Any) -> Any:
-                entry = query_started(self.connection, self.connection.cancel)
-                try:
-                    return super().execute(*args, **kwargs)
-                finally:
-                    if entry is not None:
-                        entry.close()
-
-            def executemany(self, *args: Any, **kwargs: Any) -> Any:
-                entry = query_started(self.connection, self.connection.cancel)
-                try:
-                    return super().executemany(*args, **kwargs)
-                finally:
-                    if entry is not None:
-                        entry.close()
-
-            def callproc(self, *args: Any, **kwargs: Any) -> Any:
-                entry = query_started(self.connection, self.connection.cancel)
-                try:
-                    return super().callproc(*args, **kwargs)
-                finally:
-                    if entry is not None:
-                        entry.close()
-
-        Tracked.__name__ = Tracked.__qualname__ = base.__name__
-        sub = _CURSORS[base] = Tracked
-    return sub
+    return reporting_class(base, ("execute", "executemany", "callproc"), "cancel", _CURSORS)

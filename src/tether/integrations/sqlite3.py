@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..cycle.work import query_started
+from . import reporting_class
 
 _CONNECTIONS: dict = {}
 _CURSORS: dict = {}
@@ -28,26 +28,9 @@ def install(sqlite3: Any) -> None:
     sqlite3.connect = wrapper
 
 
-def _tracked(method: Any) -> Any:
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        conn = self.connection
-        entry = query_started(conn, conn.interrupt)
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            if entry is not None:
-                entry.close()
-    return wrapper
-
-
 def _cursor_class(base: type) -> type:
-    sub = _CURSORS.get(base)
-    if sub is None:
-        names = ("execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall")
-        sub = type(base.__name__, (base,), {name: _tracked(getattr(base, name)) for name in names})
-        _CURSORS[base] = sub
-    return sub
+    names = ("execute", "executemany", "executescript", "fetchone", "fetchmany", "fetchall")
+    return reporting_class(base, names, "interrupt", _CURSORS)
 
 
 def _connection_class(base: type, base_cursor: type) -> type:
