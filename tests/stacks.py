@@ -603,7 +603,8 @@ def pool_cycles(server: ServerProcess, stack: Stack, activity: Activity, cycles:
         gone = activity.wait_for(lambda: all(activity.gone_at.get(rid) for rid in rids), target + 0.5)
         if not gone or not all(rid in activity.first_seen for rid in rids):
             return {"cycles": done, "completed": False, "slowest_ms": None,
-                    "stuck": [rid for rid in rids if not activity.gone_at.get(rid)]}
+                    "stuck": [rid for rid in rids if not activity.gone_at.get(rid)],
+                    "never_started": [rid for rid in rids if rid not in activity.first_seen]}
         slowest = max(slowest, max(activity.gone_at[rid] for rid in rids) - left)
     return {"cycles": done, "completed": True, "slowest_ms": slowest * 1000, "stuck": []}
 

@@ -14,7 +14,9 @@ hook: nothing is imported for an app that does not use it), at worker start-up, 
   a cursor class that reports its ``execute``; an app's own cursor or connection class is kept
   (subclassed), and nothing else changes.
 
-asyncpg needs nothing: it sends the server-side cancel itself when its task is cancelled.
+asyncpg sends the server-side cancel itself when its task is cancelled; under SQLAlchemy, whose
+pool may terminate the connection before that cancel is out, the query gets a cancel request
+of Tether's own (``asyncpg``: not a hook, the stop SQLAlchemy's events register).
 Stopping a query uses the driver's own thread-safe cancel: ``conn.cancel()`` (psycopg 3 and 2:
 the server's cancel request, no new login) or sqlite3's ``interrupt()``.
 """

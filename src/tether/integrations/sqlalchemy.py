@@ -1,13 +1,14 @@
 """SQLAlchemy (sync and asyncio engines): the documented engine events, on the Engine class so
 that every engine reports its queries. The query is registered under its DBAPI connection, so
-that the driver's own hook (psycopg, psycopg2, sqlite3) and this one make one entry."""
+that the driver's own hook (psycopg, psycopg2, sqlite3) and this one make one entry; asyncpg's
+connection gets a cancel of Tether's own (see asyncpg.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..cycle.work import query_started
-from . import sync_cancel
+from . import asyncpg, sync_cancel
 
 _ENTRY = "_tether_query"
 
@@ -29,7 +30,7 @@ def _dbapi(conn: Any) -> Any:
 
 def _before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
     dbapi = _dbapi(conn)
-    entry = query_started(dbapi, sync_cancel(dbapi) or sync_cancel(dbapi, "interrupt"))
+    entry = query_started(dbapi, sync_cancel(dbapi) or sync_cancel(dbapi, "interrupt") or asyncpg.stop_for(dbapi))
     if entry is not None and context is not None:
         setattr(context, _ENTRY, entry)
 

@@ -4,10 +4,16 @@ behind a pass-through Starlette ``BaseHTTPMiddleware`` (which runs the route in 
     GET /sleep?id=ID&s=20   SELECT pg_sleep(s) in a session from a pool of 5
     GET /ok                 SELECT 1 on the same pool
     GET /pool               the pool's checked-out count
+
+STACKS_SLOW_ASYNCPG_CANCEL=S delays asyncpg's own cancel request (the task of the connection
+that sends it) by S seconds: a loaded machine, or a database far away, where SQLAlchemy's
+checkin terminates the connection before that request is out.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -18,6 +24,17 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from . import _record
 
 _record.capture_warnings("sqlalchemy")
+
+if os.environ.get("STACKS_SLOW_ASYNCPG_CANCEL"):
+    from asyncpg.connection import Connection
+
+    _own_cancel = Connection._cancel
+
+    async def _slow_cancel(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(float(os.environ["STACKS_SLOW_ASYNCPG_CANCEL"]))
+        return await _own_cancel(self, *args, **kwargs)
+
+    Connection._cancel = _slow_cancel
 
 
 class PassThrough(BaseHTTPMiddleware):
