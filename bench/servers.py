@@ -30,6 +30,8 @@ def command(server: str, app: str, port: int) -> list[str]:
     host = "127.0.0.1"
     if server == "tether":
         return [_bin("tether"), app, "--host", host, "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    if server.startswith("tether@"):  # another checkout's Tether, for before/after in one run
+        return [python(), "-m", "tether", *command("tether", app, port)[1:]]
     if server == "tether-metrics":  # (README "Metrics": the cost of --metrics, against "tether")
         return [*command("tether", app, port), "--metrics", "--metrics-port", str(free_port())]
     if server == "uvicorn":
@@ -69,8 +71,12 @@ class Running:
     def __init__(self, server: str, app: str, env: dict | None = None) -> None:
         self.server = server
         self.port = free_port()
+        env = {**os.environ, **(env or {})}
+        if server.startswith("tether@"):
+            # tether@DIR: the Tether of the source tree DIR/src (``git worktree add DIR <commit>``)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(server[7:]) / "src"), env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
-            command(server, app, self.port), cwd=ROOT, env={**os.environ, **(env or {})},
+            command(server, app, self.port), cwd=ROOT, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
         )
         deadline = time.monotonic() + 20

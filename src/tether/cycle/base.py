@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-import sys
 import weakref
 from time import monotonic as _now  # loop.time() is 1 ms coarse under uvloop
 from typing import Any, Callable
@@ -49,7 +48,6 @@ except AttributeError:  # pragma: no cover - Python 3.10
         _EXCEPTION_GROUP = ()
 
 _debug = error_logger.isEnabledFor
-EAGER_START = sys.version_info >= (3, 12)  # Task(..., eager_start=True)
 
 # What a finished cycle keeps for late log lines, once it has let go of the app's scope.
 _FINISHED_SCOPE = {"method": "-", "path": "-", "raw_path": b"-", "query_string": b"", "http_version": "1.1", "client": None}
@@ -283,24 +281,17 @@ class Cycle:
                 future.set_result(None)
 
     # ------------------------------------------------------------------ the app task
-    def start(self, app: Callable, eager: bool = False) -> None:
+    def start(self, app: Callable) -> None:
         """Run ``app`` for this scope in a task of its own, counted in flight until it ends.
 
-        ``eager`` (Python 3.12+): the task's first step runs now, up to the app's first real
-        wait, instead of a loop pass later: an app that answers at once (or before its first
-        wait) answers within this callback, and such a task costs less (it is never scheduled
-        nor registered as pending). The protocols ask for it only from their data_received,
-        after parsing, so that no app code ever runs inside a parser callback or recursively."""
+        (Not an eager task on 3.12+: ``Task(..., eager_start=True)`` from data_received, after
+        parsing, served hello 14% slower on 3.13 than this, measured side by side: README,
+        "Python versions".)"""
         worker = self.worker
         worker.in_flight += 1
         if not HAS_TASK_CONTEXT and worker.tracks_work:
             self.children = weakref.WeakSet()  # (filled by work.recording_task_factory)
-        if eager and EAGER_START:
-            task = asyncio.Task(self.run_asgi(app), loop=self.loop, eager_start=True)
-            if self.app_done:
-                return  # (it answered and ended within its first step)
-        else:
-            task = self.loop.create_task(self.run_asgi(app))
+        task = self.loop.create_task(self.run_asgi(app))
         self.task = task
         worker.tasks.add(task)
 

@@ -134,9 +134,8 @@ class HTTPCycle(Protocol):
 
     response_done: bool  # the response is complete: what the app does now is not abandoned work
 
-    def start_request(self, eager: bool = False) -> None:
-        """Run the app (or answer 503 past --limit-concurrency); ``eager``: its first step now
-        (Python 3.12+), which a protocol asks for only outside its parser's callbacks."""
+    def start_request(self) -> None:
+        """Run the app (or answer 503 past --limit-concurrency)."""
 
     def feed_body(self, chunk: bytes) -> int:
         """More request body; returns the bytes buffered for the app (backpressure)."""

@@ -109,12 +109,11 @@ class RequestCycle(Cycle):
             self.log_access(499, self.bytes_sent, self.abandoned_note(abandoned))
 
     # ------------------------------------------------------------------ protocol -> cycle
-    def start_request(self, eager: bool = False) -> None:
-        """Start the app (``eager``: see Cycle.start), or past --limit-concurrency answer 503
-        without it."""
+    def start_request(self) -> None:
+        """Start the app, or past --limit-concurrency answer 503 without it."""
         worker = self.worker
         limit = worker.limit_concurrency
-        self.start(service_unavailable if limit is not None and worker.in_flight >= limit else worker.app, eager)
+        self.start(service_unavailable if limit is not None and worker.in_flight >= limit else worker.app)
         if worker.timeout_request:
             self.set_deadline(worker.timeout_request)
 

@@ -329,7 +329,7 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
         cycle = self.to_start
         if cycle is not None:  # (a request whose head came in this read: see _start)
             self.to_start = None
-            cycle.start_request(eager=True)
+            cycle.start_request()
 
     def _bound_chunk_lines(self, data: bytes) -> None:
         """A chunk-size line may carry extensions, which llhttp skips without a limit: a client
@@ -507,7 +507,7 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
     # ------------------------------------------------------------------ running requests
     def _start(self, cycle: RequestCycle, keep_alive: bool, now: bool = True) -> None:
         """``cycle`` answers next. From a parser callback (``now`` False) its app starts once the
-        read is parsed (data_received), eagerly: no app code runs inside llhttp's callbacks."""
+        read is parsed (data_received)."""
         self.cycle = cycle
         self.keep_alive = keep_alive
         self.head_request = cycle.scope["method"] == "HEAD"

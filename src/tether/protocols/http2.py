@@ -598,7 +598,7 @@ class H2Protocol(WritePause):
                 starting, self.to_start = self.to_start, []
                 if not self.draining:  # (a flood limit or a protocol error ended the connection)
                     for cycle in starting:
-                        cycle.start_request(eager=True)
+                        cycle.start_request()
         self.flush()
         if self.peer_goaway and not self.streams:
             self._close()
@@ -673,7 +673,7 @@ class H2Protocol(WritePause):
 
     def _start_stream(self, stream_id: int, scope: dict, ended: bool, now: bool = True) -> None:
         """A stream's request; its app starts now, or (``now`` False, from data_received's
-        events) eagerly once every event of the read is handled: no app code runs in between."""
+        events) once every event of the read is handled."""
         stream = H2Stream(self, stream_id, scope["method"] == "HEAD")
         # (a request that came whole has no body to wait for: no 100-continue to send)
         expect_100 = not ended and any(n == b"expect" and v.lower() == b"100-continue" for n, v in scope["headers"])

@@ -1,13 +1,12 @@
-"""The request task's start: eager on Python 3.12+ (its first step runs in data_received, after
-parsing), a scheduled task before. Whatever the version, the app must see exactly the same
-world: a current task of its own, sniffio/anyio seeing asyncio, contextvars of its own, the
-cancel policy, failures answered 500, pipelined requests answered in order."""
+"""The request task's start (once the read that brought its head is parsed): whatever the
+version and protocol, the app sees the same world: a current task of its own, sniffio/anyio
+seeing asyncio, contextvars of its own, the cancel policy, failures answered 500, pipelined
+requests answered in order."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import sys
 from typing import Any
 
 import anyio
@@ -15,7 +14,6 @@ import httpx
 import pytest
 import sniffio
 
-from tether.cycle.base import EAGER_START
 from tests.support.h2 import H2Client
 from tests.support.http1 import RawClient, request
 from tests.support.probe import Probe
@@ -24,11 +22,7 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
-VAR: contextvars.ContextVar = contextvars.ContextVar("test_eager_var", default="unset")
-
-
-def test_eager_start_is_used_exactly_where_the_standard_library_has_it() -> None:
-    assert EAGER_START == (sys.version_info >= (3, 12))
+VAR: contextvars.ContextVar = contextvars.ContextVar("test_app_start_var", default="unset")
 
 
 async def _respond(send: Any, body: bytes) -> None:
@@ -102,7 +96,7 @@ def test_an_app_failing_is_answered_500_whenever_it_fails(when: str) -> None:
         assert httpx.get(srv.url, timeout=10).status_code == 500  # (and the worker keeps serving)
 
 
-def test_the_cancel_policy_reaches_an_app_started_eagerly() -> None:
+def test_the_cancel_policy_reaches_an_app_started_after_its_read() -> None:
     probe = Probe()
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
