@@ -10,13 +10,14 @@ header too (v2: the LOCAL command, which keeps the socket's addresses).
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import time
 from typing import Any
 
 import pytest
 
+from tests.support.asgi import respond_with_addresses
+from tests.support.logs import messages
 from tests.support.server import serve
 from tests.support.waiting import wait_until
 from tests.support.components import run_haproxy
@@ -35,31 +36,14 @@ def who_app(seen: Seen) -> Any:
         if scope["type"] != "http":
             return
         seen.scopes.append(scope)
-        body = json.dumps({"client": scope["client"], "server": scope["server"], "scheme": scope["scheme"],
-                           "http_version": scope["http_version"]}).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
-        await send({"type": "http.response.body", "body": body})
+        await respond_with_addresses(scope, send)
 
     return app
 
 
 @pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> Any:
-    logger = logging.getLogger("tether")
-    propagate = logger.propagate
-    logger.propagate = True
-    caplog.set_level(logging.INFO, logger="tether.access")
-    caplog.set_level(logging.DEBUG, logger="tether.error")
-    caplog.handler.setLevel(logging.DEBUG)
-    try:
-        yield caplog
-    finally:
-        logger.propagate = propagate
-
-
-def lines(caplog: Any, logger: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == logger]
+def logs(tether_logs: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    return tether_logs  # (conftest.py: tether.error at DEBUG and tether.access in caplog)
 
 
 def get(port: int, path: str = "/who", source: str = "127.0.0.2", host: str = "127.0.0.1") -> tuple[bytes, tuple]:
@@ -91,9 +75,9 @@ def test_haproxy_send_proxy_gives_tether_the_client_address(send_proxy: str, mod
         assert body["client"] == ["127.0.0.2", client[1]], "the scope's client is not the one HAProxy received"
         assert body["server"] == ["127.0.0.1", port], "the scope's server is not HAProxy's frontend"
         assert body["scheme"] == "http"
-        wait_until(lambda: any('"GET /who HTTP/1.1" 200' in line for line in lines(logs, "tether.access")),
+        wait_until(lambda: any('"GET /who HTTP/1.1" 200' in line for line in messages(logs, "tether.access")),
                    what="the access log line")
-        line = next(line for line in lines(logs, "tether.access") if "/who" in line)
+        line = next(line for line in messages(logs, "tether.access") if "/who" in line)
         assert line.startswith(f"127.0.0.2:{client[1]} - "), line
         # HAProxy's health checks carry a header too: the server is up, and (v2) the check's
         # LOCAL header keeps the socket's addresses: HAProxy's own.
@@ -143,7 +127,7 @@ def test_haproxy_without_send_proxy_is_refused(logs: Any) -> None:
         assert data.startswith(b"HTTP/1.1 502") or data.startswith(b"HTTP/1.1 503"), data[:200]
     assert not seen.scopes, "the app was called without a PROXY header"
     assert any("expected a PROXY protocol v1 or v2 header, got b'GET /who HTTP/1.1" in line
-               for line in lines(logs, "tether.error"))
+               for line in messages(logs, "tether.error"))
 
 
 def test_haproxy_not_in_forwarded_allow_ips_is_refused(logs: Any) -> None:
@@ -154,4 +138,4 @@ def test_haproxy_not_in_forwarded_allow_ips_is_refused(logs: Any) -> None:
         assert data.startswith(b"HTTP/1.1 502") or data.startswith(b"HTTP/1.1 503"), data[:200]
         time.sleep(0.1)
     assert not seen.scopes
-    assert any("refused: not in --forwarded-allow-ips" in line for line in lines(logs, "tether.error"))
+    assert any("refused: not in --forwarded-allow-ips" in line for line in messages(logs, "tether.error"))

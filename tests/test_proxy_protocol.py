@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import socket
 import ssl
 import struct
@@ -23,6 +22,8 @@ import h2.events
 import pytest
 
 from tests.support.process import assert_one_error_line, run_cli, running
+from tests.support.asgi import respond_with_addresses
+from tests.support.logs import messages
 from tests.support.server import serve
 from tests.support.waiting import wait_until
 from tether.server.proxy_protocol import V2_SIGNATURE
@@ -72,32 +73,14 @@ def who_app(calls: Calls) -> Any:
                 pass
             calls.disconnected.append(time.monotonic())
             return
-        body = json.dumps({"client": scope["client"], "server": scope["server"], "scheme": scope["scheme"],
-                           "http_version": scope["http_version"]}).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
-        await send({"type": "http.response.body", "body": body})
+        await respond_with_addresses(scope, send)
 
     return app
 
 
 @pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> Any:
-    """caplog sees tether.error (DEBUG and up) and tether.access, whatever logging set-up ran."""
-    logger = logging.getLogger("tether")
-    propagate = logger.propagate
-    logger.propagate = True
-    caplog.set_level(logging.INFO, logger="tether.access")
-    caplog.set_level(logging.DEBUG, logger="tether.error")
-    caplog.handler.setLevel(logging.DEBUG)
-    try:
-        yield caplog
-    finally:
-        logger.propagate = propagate
-
-
-def lines(caplog: Any, logger: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == logger]
+def logs(tether_logs: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    return tether_logs  # (conftest.py: tether.error at DEBUG and tether.access in caplog)
 
 
 def read_response(sock: socket.socket, timeout: float = 5.0) -> bytes:
@@ -147,8 +130,8 @@ def test_the_scope_and_the_access_log_have_the_original_addresses(loop: str, mod
         assert first["client"] == second["client"] == CLIENT
         assert first["server"] == second["server"] == SERVER
         assert first["scheme"] == "http"
-        wait_until(lambda: len(lines(logs, "tether.access")) >= 2, what="access log lines")
-        access = lines(logs, "tether.access")
+        wait_until(lambda: len(messages(logs, "tether.access")) >= 2, what="access log lines")
+        access = messages(logs, "tether.access")
         assert all(line.startswith("203.0.113.7:40123 - \"GET /who HTTP/1.1\" 200") for line in access), access
 
 
@@ -275,8 +258,8 @@ def test_missing_or_malformed_headers_close_the_connection(loop: str, mode: str,
             sock.sendall(data)
             assert closed_without_answer(sock)
         assert not calls.scopes, "the app was called"
-        wait_until(lambda: any(reason in line for line in lines(logs, "tether.error")), what=f"a log line with {reason!r}")
-        line = next(line for line in lines(logs, "tether.error") if reason in line)
+        wait_until(lambda: any(reason in line for line in messages(logs, "tether.error")), what=f"a log line with {reason!r}")
+        line = next(line for line in messages(logs, "tether.error") if reason in line)
         assert line.startswith("PROXY protocol: connection from 127.0.0.1:") and " closed: " in line
         assert not srv.state.connections
 
@@ -293,7 +276,7 @@ def test_an_untrusted_peer_is_refused_even_with_a_valid_header(loop: str, logs: 
                 assert closed_without_answer(sock)
         assert not calls.scopes
         assert any("refused: not in --forwarded-allow-ips" in line and "127.0.0.1:" in line
-                   for line in lines(logs, "tether.error"))
+                   for line in messages(logs, "tether.error"))
     # '*' trusts everyone (and the same header is then honoured).
     with serve(who_app(calls), proxy_protocol="auto", forwarded_allow_ips="*", loop=loop, lifespan="off") as srv:
         with srv.connect() as sock:
@@ -312,7 +295,7 @@ def test_a_header_that_never_completes_times_out(logs: Any) -> None:
         assert 0.9 < elapsed < 3.5, elapsed  # (the once-a-second sweep: between 1 and 2 s, plus slack)
         assert not calls.scopes
         wait_until(lambda: any("no complete header from 127.0.0.1:" in line and "within 1" in line
-                               for line in lines(logs, "tether.error")), what="the timeout's log line")
+                               for line in messages(logs, "tether.error")), what="the timeout's log line")
         wait_until(lambda: not srv.state.connections, what="the connections forgotten")
 
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.support.http1 import RequestLoop, raw_request
-from tests.support.process import assert_one_error_line, pid_alive, run_cli, running
+from tests.support.process import assert_one_error_line, pid_alive, run_api, run_cli, running
 from tests.support.waiting import free_port, wait_until
 from tether.server.recycling import rss_mib, spread_deadline
 
@@ -211,17 +211,7 @@ def test_recycling_options_as_environment_variables():
 
 
 def test_recycling_needs_an_import_string():
-    import subprocess
-    import sys
-
-    from tests.support.process import tether_env
-
-    code = (
-        "import tether\n"
-        "async def app(scope, receive, send): pass\n"
-        f"tether.run(app, workers_lifetime=60, port={free_port()})\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, env=tether_env())
+    result = run_api("workers_lifetime=60")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "tether: error: --workers-lifetime and --workers-max-rss need the app as an import string, like 'main:app'"

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.http1 import RequestLoop, raw_request, recv_to_eof
 from tests.support.server import serve
-from tests.support.process import pid_alive, run_cli, running
+from tests.support.process import pid_alive, run_api, run_cli, running
 from tests.support.waiting import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -136,17 +136,7 @@ def test_worker_import_exception_exits_with_one_line():
 
 
 def test_workers_need_an_import_string():
-    code = (
-        "import tether\n"
-        "async def app(scope, receive, send): pass\n"
-        f"tether.run(app, workers=2, port={free_port()})\n"
-    )
-    import subprocess
-    import sys
-
-    from tests.support.process import tether_env
-
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, env=tether_env())
+    result = run_api("workers=2")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "tether: error: --workers and --reload need the app as an import string, like 'main:app'"

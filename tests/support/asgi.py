@@ -6,6 +6,7 @@ Whatever waits here waits on the server's loop without blocking it, and is bound
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import Any, Callable
@@ -47,6 +48,14 @@ async def respond(send: Any, body: bytes = b"ok", status: int = 200, headers: li
     await send({"type": "http.response.start", "status": status,
                 "headers": headers if headers is not None else [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def respond_with_addresses(scope: dict, send: Any) -> None:
+    """A JSON body with what the scope says of the connection: client, server, scheme, version
+    (the PROXY protocol tests read them back)."""
+    body = json.dumps({"client": scope["client"], "server": scope["server"], "scheme": scope["scheme"],
+                       "http_version": scope["http_version"]}).encode()
+    await respond(send, body, headers=[(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))])
 
 
 async def echo_path(scope: dict, receive: Any, send: Any) -> None:

@@ -38,3 +38,8 @@ def warning_records(caplog: pytest.LogCaptureFixture) -> list:
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     """The messages of tether.access, in order."""
     return [r.getMessage() for r in caplog.records if r.name == "tether.access"]
+
+
+def messages(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:
+    """The messages of one logger ("tether.access", "tether.error"), in order."""
+    return [r.getMessage() for r in caplog.records if r.name == logger]

@@ -56,6 +56,15 @@ def run_cli(*args: str, env: dict | None = None, cwd: str | Path | None = None, 
     )
 
 
+def run_api(options: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    """``tether.run(app, <options>)`` with an app object (not an import string), in a child
+    Python on a free port: what a script calling the API gets."""
+    code = ("import tether\n"
+            "async def app(scope, receive, send): pass\n"
+            f"tether.run(app, {options}, port={free_port()})\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=tether_env())
+
+
 def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
     """Non-zero exit; stderr is exactly one line, "tether: error: ...", with no traceback."""
     assert result.returncode != 0, (result.returncode, result.stdout, result.stderr)
