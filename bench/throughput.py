@@ -192,9 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(samples)
     table = markdown(rows)
     command = command_line("throughput.py", argv)
-    write_results("throughput", {"command": command.strip(), "machine": machine(), "rows": rows, "samples": samples},
+    # (a before/after run of other checkouts keeps its own files: it is not the peers' table)
+    name = "throughput-variants" if any(s.startswith("tether@") for s in servers) else "throughput"
+    write_results(name, {"command": command.strip(), "machine": machine(), "rows": rows, "samples": samples},
                   table, command.strip())
-    chart(rows, RESULTS / f"throughput-{interpreter_tag()}-latest.png")
+    if name == "throughput":
+        chart(rows, RESULTS / f"throughput-{interpreter_tag()}-latest.png")
     print(table)
     return 0
 
