@@ -156,7 +156,7 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
         "http11", "upgrade", "in_head", "head_raw", "trailer_headers", "upgrade_scope",
         "upgrade_rest", "fresh", "head_started", "body_at", "body_seen", "stall", "out", "out_size", "declared_length", "forwarded", "hosts", "transfer_encoding", "reject_after", "head_began", "draining", "body_after_upgrade", "valid_host",
         "feed_body", "feed_chunks", "chunk_check", "chunk_open", "chunk_head_feed", "chunk_debt",
-        "trailer_size", "chunk_cycle", "to_start",
+        "trailer_size", "chunk_cycle",
     )
 
     def __init__(self, settings: Any) -> None:
@@ -216,7 +216,6 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
         self.chunk_debt = 0  # framing bytes beyond the allowance, carried from read to read
         self.trailer_size = 0
         self.chunk_cycle: RequestCycle | None = None  # the request the bound applies to
-        self.to_start: RequestCycle | None = None  # whose app starts once this read is parsed
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: Any, addresses: tuple | None = None) -> None:
@@ -326,10 +325,6 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
                         self._reject(*HEAD_TOO_LARGE)
             if self.chunk_check:
                 self._bound_chunk_lines(data)
-        cycle = self.to_start
-        if cycle is not None:  # (a request whose head came in this read: see _start)
-            self.to_start = None
-            cycle.start_request()
 
     def _bound_chunk_lines(self, data: bytes) -> None:
         """A chunk-size line may carry extensions, which llhttp skips without a limit: a client
@@ -469,7 +464,7 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
         else:
             self.parsing = cycle
         if self.cycle is None:
-            self._start(cycle, keep_alive, now=False)
+            self._start(cycle, keep_alive)
         else:
             self.pipeline.append((cycle, keep_alive))
             self._pause_reading()
@@ -505,17 +500,13 @@ class HTTP1Protocol(WriteFlowControl, PausableReading, asyncio.Protocol):
                 self._close()
 
     # ------------------------------------------------------------------ running requests
-    def _start(self, cycle: RequestCycle, keep_alive: bool, now: bool = True) -> None:
-        """``cycle`` answers next. From a parser callback (``now`` False) its app starts once the
-        read is parsed (data_received)."""
+    def _start(self, cycle: RequestCycle, keep_alive: bool) -> None:
+        """``cycle`` answers next: its app starts (a task: it first runs after this read)."""
         self.cycle = cycle
         self.keep_alive = keep_alive
         self.head_request = cycle.scope["method"] == "HEAD"
         self.head_info = None
-        if now:
-            cycle.start_request()
-        else:
-            self.to_start = cycle
+        cycle.start_request()
 
     def app_finished(self, cycle: RequestCycle) -> None:
         pass  # (the connection waits for the response, not for the app: response_complete)
