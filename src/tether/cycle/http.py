@@ -282,10 +282,8 @@ class RequestCycle(Cycle):
         self.worker.request_counted()
         STATS.requests += 1
         self.conn.response_complete(self)
-        if not self.conn.write_paused:  # (else send() drains first: _drain logs it)
-            self.logged = True
-            if not self.timed_out:  # (a deadline's 504 is logged with what the stop found: log_end)
-                self.log_access(self.status, self.bytes_sent)
+        if not self.conn.write_paused:
+            self._delivered()  # (else send() drains first: _drain logs it)
 
     def _delivered(self) -> None:
         self.logged = True

@@ -488,7 +488,7 @@ class H2Protocol(WritePause):
         "settings", "loop", "transport", "conn", "streams", "server", "client", "scheme", "write_paused",
         "closed", "closing", "idle_since", "window_start", "resets", "control_frames", "pinger",
         "last_stream_id", "fd", "stall", "draining", "valid_headers", "unflushed", "flush_scheduled",
-        "peer_goaway", "to_start", "pump_scheduled",
+        "peer_goaway", "pump_scheduled",
     )
 
     def __init__(self, settings: Any, transport: Any, server: Any, client: Any, fd: int = -1) -> None:
@@ -517,7 +517,6 @@ class H2Protocol(WritePause):
         self.unflushed = 0  # response bytes h2 holds for flush_soon
         self.flush_scheduled = False
         self.peer_goaway = False  # the client sent GOAWAY NO_ERROR: close once its streams are done
-        self.to_start: list = []  # the requests of this read, whose apps start once it is handled
         self.pump_scheduled = False
 
     # ------------------------------------------------------------------ start
@@ -561,44 +560,37 @@ class H2Protocol(WritePause):
                 error_logger.debug("HTTP/2 protocol error from %s: %s", self.client, exc)
             self._close_after_goaway()  # (h2 has queued the GOAWAY)
             return
-        try:
-            for event in events:
-                if self.draining:
-                    return  # a flood limit closed the connection: the rest is not served
-                kind = type(event)
-                if kind is h2.events.RequestReceived:
-                    self._request(event)
-                elif kind is h2.events.DataReceived:
-                    self._data(event)
-                elif kind is h2.events.StreamEnded:
-                    stream = self.streams.get(event.stream_id)
-                    if stream is not None:
-                        stream.ended_by_client = True
-                        if stream.cycle is not None:
-                            stream.cycle.end_body()
-                elif kind is h2.events.StreamReset:
-                    self._stream_reset(event.stream_id)
-                elif kind is h2.events.TrailersReceived:
-                    self._trailers(event)
-                elif kind is h2.events.WindowUpdated:
-                    self._window_opened(event.stream_id)
-                elif kind is h2.events.RemoteSettingsChanged:
-                    if self._count_control_frame():
-                        return
-                    self._window_opened(0)
-                elif kind is h2.events.PingReceived:
-                    if self._count_control_frame():
-                        return
-                elif kind is h2.events.PingAckReceived:
-                    self.pinger.answered(event.ping_data)
-                elif kind is h2.events.ConnectionTerminated:
-                    self._goaway_received(event)
-        finally:
-            if self.to_start:  # the requests of this read: their apps start now (_start_stream)
-                starting, self.to_start = self.to_start, []
-                if not self.draining:  # (a flood limit or a protocol error ended the connection)
-                    for cycle in starting:
-                        cycle.start_request()
+        for event in events:
+            if self.draining:
+                return  # a flood limit closed the connection: the rest is not served
+            kind = type(event)
+            if kind is h2.events.RequestReceived:
+                self._request(event)
+            elif kind is h2.events.DataReceived:
+                self._data(event)
+            elif kind is h2.events.StreamEnded:
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.ended_by_client = True
+                    if stream.cycle is not None:
+                        stream.cycle.end_body()
+            elif kind is h2.events.StreamReset:
+                self._stream_reset(event.stream_id)
+            elif kind is h2.events.TrailersReceived:
+                self._trailers(event)
+            elif kind is h2.events.WindowUpdated:
+                self._window_opened(event.stream_id)
+            elif kind is h2.events.RemoteSettingsChanged:
+                if self._count_control_frame():
+                    return
+                self._window_opened(0)
+            elif kind is h2.events.PingReceived:
+                if self._count_control_frame():
+                    return
+            elif kind is h2.events.PingAckReceived:
+                self.pinger.answered(event.ping_data)
+            elif kind is h2.events.ConnectionTerminated:
+                self._goaway_received(event)
         self.flush()
         if self.peer_goaway and not self.streams:
             self._close()
@@ -666,14 +658,13 @@ class H2Protocol(WritePause):
                 pass  # (the client reset it already, later in the same read)
             return
         scope = request_scope(event.headers, self.settings, self.server, self.client, self.scheme)
-        self._start_stream(stream_id, scope, ended=event.stream_ended is not None, now=False)
+        self._start_stream(stream_id, scope, ended=event.stream_ended is not None)
         limit = self.settings.limit_request_body
         if limit is not None and declared_length(scope["headers"]) > limit:
             self._body_too_large(self.streams[stream_id])
 
-    def _start_stream(self, stream_id: int, scope: dict, ended: bool, now: bool = True) -> None:
-        """A stream's request; its app starts now, or (``now`` False, from data_received's
-        events) once every event of the read is handled."""
+    def _start_stream(self, stream_id: int, scope: dict, ended: bool) -> None:
+        """A stream's request, and its app started (a task: it first runs after this read)."""
         stream = H2Stream(self, stream_id, scope["method"] == "HEAD")
         # (a request that came whole has no body to wait for: no 100-continue to send)
         expect_100 = not ended and any(n == b"expect" and v.lower() == b"100-continue" for n, v in scope["headers"])
@@ -683,10 +674,7 @@ class H2Protocol(WritePause):
         if ended:
             stream.ended_by_client = True
             cycle.end_body()
-        if now:
-            cycle.start_request()
-        else:
-            self.to_start.append(cycle)
+        cycle.start_request()
 
     def _data(self, event: Any) -> None:
         stream = self.streams.get(event.stream_id)
