@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,25 +31,13 @@ def venv_dir(version: str) -> Path:
 
 
 def find_python(version: str) -> str | None:
-    """pyenv's newest CPython ``version``.Y (under `pyenv root`), else python``version`` on PATH."""
-    root = None
-    if shutil.which("pyenv"):
-        done = subprocess.run(["pyenv", "root"], capture_output=True, text=True, timeout=30)
-        root = done.stdout.strip() if done.returncode == 0 else None
-    versions = Path(root or os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
-    names = [d.name for d in versions.iterdir() if re.fullmatch(re.escape(version) + r"\.\d+", d.name)] if versions.is_dir() else []
-    candidates = [str(versions / name / "bin" / "python3") for name in sorted(names, key=lambda n: -int(n.rsplit(".", 1)[1]))]
-    if shutil.which(f"python{version}"):
-        candidates.append(shutil.which(f"python{version}"))  # type: ignore[arg-type]
-    for candidate in candidates:
-        try:  # (a pyenv shim of a version that is not selected fails here)
-            done = subprocess.run([candidate, "-c", "import platform, sys; print(platform.python_implementation(), "
-                                   "'%d.%d' % sys.version_info[:2])"], capture_output=True, text=True, timeout=30)
-        except OSError:
-            continue
-        if done.returncode == 0 and done.stdout.split() == ["CPython", version]:
-            return candidate
-    return None
+    """pyenv's newest CPython ``version``.Y, else python``version`` on PATH (.ci/find-python,
+    which CI uses too)."""
+    done = subprocess.run(["bash", str(BENCH.parent / ".ci" / "find-python"), version], capture_output=True, text=True,
+                          timeout=60)
+    path = done.stdout.strip()
+    return path if done.returncode == 0 and path else None
+
 
 # suite -> (script, {scenario name: the suite's own scenario name})
 SUITES = {
