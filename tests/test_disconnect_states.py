@@ -438,17 +438,22 @@ def test_client_disconnected_propagating_from_the_app_is_not_logged_as_error(how
             await asyncio.sleep(0.05)
         await send({"type": "http.response.body", "body": b""})
 
+    _leave_mid_stream(app, how)
+    assert error_records(tether_logs) == []
+    # The path under test was taken: the app ended with ClientDisconnected after the client left.
+    assert any("ClientDisconnected" in r.getMessage() for r in tether_logs.records if r.name == "tether.error"), [
+        r.getMessage() for r in tether_logs.records
+    ]
+
+
+def _leave_mid_stream(app: Any, how: str) -> None:
+    """Serve ``app``, leave (``how``) once its first tick arrived, wait until the server is idle."""
     with serve(app, lifespan="off") as srv:
         sock = srv.connect()
         sock.sendall(request())
         recv_until(sock, b"tick 0\n")
         hang_up(sock, how)
         server_idle(srv)
-    assert error_records(tether_logs) == []
-    # The path under test was taken: the app ended with ClientDisconnected after the client left.
-    assert any("ClientDisconnected" in r.getMessage() for r in tether_logs.records if r.name == "tether.error"), [
-        r.getMessage() for r in tether_logs.records
-    ]
 
 
 @close_kinds
@@ -468,12 +473,7 @@ def test_client_disconnected_inside_an_exception_group_is_not_logged_as_error(ho
         async with anyio.create_task_group() as group:
             group.start_soon(stream)
 
-    with serve(app, lifespan="off") as srv:
-        sock = srv.connect()
-        sock.sendall(request())
-        recv_until(sock, b"tick 0\n")
-        hang_up(sock, how)
-        server_idle(srv)
+    _leave_mid_stream(app, how)
     assert error_records(tether_logs) == []
     assert any("ended with ExceptionGroup after the client left" in r.getMessage() for r in tether_logs.records
                if r.name == "tether.error"), [r.getMessage() for r in tether_logs.records]
