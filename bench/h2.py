@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import command_line, write_results  # noqa: E402
+from bench.report import command_line, percentile, write_results  # noqa: E402
 from bench.servers import Running, machine  # noqa: E402
 from bench.throughput import markdown  # noqa: E402
 
@@ -97,15 +97,9 @@ def large_body(url: str, seconds: float, bodies: int = 3) -> dict:
     for start_us, status, duration_us in rows:
         start, duration = int(start_us) / 1e6, int(duration_us) / 1e3
         (during if any(a <= start <= b for a, b in windows) else alone).append(duration)
-    during.sort()
-    alone.sort()
-
-    def pct(values: list, q: float) -> float | None:
-        return values[min(len(values) - 1, int(q * len(values)))] if values else None
-
     return {"rps": len(rows) / seconds, "errors": sum(1 for r in rows if r[1] != "200"),
-            "p99_during_ms": pct(during, 0.99), "max_during_ms": during[-1] if during else None,
-            "p99_alone_ms": pct(alone, 0.99), "requests_during": len(during),
+            "p99_during_ms": percentile(during, 99), "max_during_ms": max(during) if during else None,
+            "p99_alone_ms": percentile(alone, 99), "requests_during": len(during),
             "body_seconds": [round(b - a, 3) for a, b in windows]}
 
 
