@@ -346,7 +346,10 @@ class Stopper:
         self.on_finish = on_finish
         self.root_done = False  # (the request's task is in its last step, not yet done())
         self.adopted: set = set()  # tasks it waited for (_WAITED_BY), cancelled with it
-        self.threads: set = set()  # executor threads whose wait was cancelled, until they return
+        # Executor threads the work is not over without: those whose wait was cancelled, and the
+        # query cancels sent from the stop pool (a query whose task ended is not stopped until
+        # its cancel request is out: asyncpg's connection may be gone by then).
+        self.threads: set = set()
 
     def soon(self) -> None:
         """Tick at the next loop pass (from any thread)."""
@@ -363,7 +366,7 @@ class Stopper:
         now = _now()
         busy = False
         if not cycle.shield_depth:  # (the outermost shield's exit ticks at once)
-            busy = self._stop_registered(now) | self._stop_tasks(now)
+            busy = self._stop_registered(now) | self._stop_tasks(now) | bool(self.threads)
         else:
             busy = True
         if busy:
@@ -387,7 +390,7 @@ class Stopper:
                     if entry.active:
                         _async_exc(entry.key, RequestCancelled)
             elif entry.stop is not None:
-                _stop_pool().submit(_run_stop, entry.stop)
+                self._watch_thread(_stop_pool().submit(_run_stop, entry.stop))
             if first:
                 registry.stopped[entry.kind] += 1
         if registry.ended_at > self.last_end:
@@ -411,9 +414,8 @@ class Stopper:
             if not self._due(task, now):
                 continue
             defer, thread = thread_wait(task)
-            if thread is not None and thread not in self.threads:
-                self.threads.add(thread)
-                thread.add_done_callback(self._thread_returned)
+            if thread is not None:
+                self._watch_thread(thread)
             if not defer:
                 if task not in self.sent:
                     if task is root:
@@ -422,7 +424,13 @@ class Stopper:
                         self.stopped_tasks += 1
                 self.sent[task] = now
                 task.cancel()
-        return root_running or bool(targets) or bool(self.threads)
+        return root_running or bool(targets)
+
+    def _watch_thread(self, future: Any) -> None:
+        """The work is not over until this executor future has returned."""
+        if future not in self.threads:
+            self.threads.add(future)
+            future.add_done_callback(self._thread_returned)
 
     def _thread_returned(self, future: Any) -> None:  # (in the thread that ran it)
         self.cycle.loop.call_soon_threadsafe(self._thread_ended, future)
